@@ -1,0 +1,135 @@
+"""Typed, validated view of ``params.yaml``.
+
+The model's hyper-parameters are top-level keys named as in the MindSpore ModelZoo config
+(``fc``, ``natt``, ``lr``, ``weight_decay``, ``batch_size``, ``epochs``, ``seed``) so that
+``dvc exp run -S natt=32`` works verbatim; the data stages' parameters sit in groups.
+
+Every key is checked on load. A missing key, an unknown key (a typo), a wrong type or a value
+out of range raises :class:`UserError` with one line naming the key and what is allowed.
+"""
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import yaml
+
+from .errors import UserError
+
+
+def _int(low=None, high=None):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, int):
+            return False
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    text = "an integer"
+    if low is not None and high is not None:
+        text += f" in {low}..{high}"
+    elif low is not None:
+        text += f" >= {low}"
+    return check, text
+
+
+def _float(low=0.0, strict=False):
+    def check(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        return value > low if strict else value >= low
+
+    return check, f"a number {'>' if strict else '>='} {low:g}"
+
+
+def _choice(*options):
+    return (lambda value: value in options), "one of " + ", ".join(map(str, options))
+
+
+def _text():
+    return (lambda value: isinstance(value, str) and value.strip() != ""), "a non-empty string"
+
+
+# key path -> (check, description of what is allowed)
+SCHEMA = {
+    "fc": _choice(1, 2),
+    "natt": _int(1),
+    "lr": _float(0.0, strict=True),
+    "weight_decay": _float(0.0),
+    "batch_size": _int(1),
+    "epochs": _int(1),
+    "seed": _int(0, 2**32 - 1),
+    "device_target": _choice("CPU", "GPU", "Ascend"),
+    "mnist.source": _text(),
+    "mnist.timeout_s": _float(0.0, strict=True),
+    "mnist.retries": _int(0),
+    "noisy.train_repeats": _int(1),
+    "noisy.test_repeats": _int(1),
+    "noisy.train_noise": _int(0),
+    "noisy.test_noise": _int(0),
+    "noisy.seed": _int(0, 2**32 - 1),
+    "flash.train_per_label": _int(1),
+    "flash.val_per_label": _int(1),
+    "flash.test_per_label": _int(1),
+    "flash.preview_videos": _int(1, 64),
+    "flash.seed": _int(0, 2**32 - 1),
+}
+
+
+def _flatten(tree, prefix=""):
+    flat = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, path + "."))
+        else:
+            flat[path] = value
+    return flat
+
+
+def validate(tree, where="params.yaml"):
+    """Check a parsed params tree against :data:`SCHEMA` and return it as namespaces.
+
+    Args:
+        tree: the mapping ``yaml.safe_load`` returned for params.yaml.
+        where: file name used in the error messages.
+
+    Returns:
+        ``SimpleNamespace`` with the top-level keys as attributes and one nested namespace
+        per group (``p.natt``, ``p.flash.train_per_label``).
+
+    Raises:
+        UserError: on the first missing, unknown, mistyped or out-of-range key.
+    """
+    if not isinstance(tree, dict):
+        raise UserError(f"{where}: expected a mapping of keys to values at the top level")
+    flat = _flatten(tree)
+    for key in flat:
+        if key not in SCHEMA:
+            raise UserError(f"{where}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
+    for key, (check, allowed) in SCHEMA.items():
+        if key not in flat:
+            raise UserError(f"{where}: missing key '{key}' (expected {allowed})")
+        if not check(flat[key]):
+            raise UserError(f"{where}: {key} must be {allowed}, got {flat[key]!r}")
+    return _namespace(tree)
+
+
+def _namespace(tree):
+    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in tree.items()})
+
+
+def load(path="params.yaml"):
+    """Read and validate a params file (see :func:`validate`).
+
+    Raises:
+        UserError: the file is missing, is not YAML, or a key is wrong.
+    """
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found (run from the repository root)") from None
+    except yaml.YAMLError as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        at = f" at line {line + 1}" if line is not None else ""
+        raise UserError(f"{path}: not valid YAML{at}") from None
+    return validate(tree, where=str(path))

@@ -1,0 +1,22 @@
+"""Where each stage reads and writes, relative to the repository root (mirrors dvc.yaml)."""
+
+from pathlib import Path
+
+DATA = Path("data")
+MNIST = DATA / "mnist"
+SOURCE_JSON = MNIST / "source.json"
+SAMPLERS = DATA / "sample" / "samplers.npz"
+NOISY = DATA / "noisy"
+FLASH = DATA / "flash"
+FLASH_PREVIEW = FLASH / "preview.png"
+METRICS = Path("metrics")
+
+
+def noisy_file(split, what):
+    """Noisy-MNIST array path: ``what`` is ``frames`` (uint8 (N, 28, 28)) or ``labels`` (uint8 (N,))."""
+    return NOISY / f"{split}_{what}.npy"
+
+
+def flash_file(split, what):
+    """Flash-MNIST array path: ``what`` is ``videos`` (uint8 (N, 25, 28, 28)) or ``labels`` (uint16 (N,))."""
+    return FLASH / f"{split}_{what}.npy"
