@@ -193,16 +193,20 @@ def _fetch(url, timeout_s, retries):
     raise OSError(f"{url}: {last}")
 
 
-def from_mirrors(timeout_s, retries, mirrors=MIRRORS):
+def from_mirrors(timeout_s, retries, mirrors=None):
     """Download the four .gz files from the first mirror that serves all of them intact.
 
     Each .gz is checked against its published MD5 (:data:`GZ_MD5`).
+
+    Args:
+        timeout_s: per-request timeout, seconds; retries: extra attempts per file.
+        mirrors: base URLs to try in order (default :data:`MIRRORS`).
 
     Returns:
         ``(mirror_url, files)`` with files as in :func:`from_folder`, or ``(None, None)`` when
         no mirror answered with all four intact files.
     """
-    for mirror in mirrors:
+    for mirror in mirrors or MIRRORS:
         try:
             files = {}
             for name, md5 in GZ_MD5.items():

@@ -1,0 +1,143 @@
+import gzip
+import hashlib
+import http.server
+import threading
+from functools import partial
+
+import numpy as np
+import pytest
+
+from attention_clusters import mnist
+from attention_clusters.errors import UserError
+from conftest import SHARED_MNIST, synthetic_split
+
+
+def test_idx_round_trip():
+    images, labels = synthetic_split(30, seed=1)
+    assert np.array_equal(mnist.decode_images(mnist.encode_images(images), "x"), images)
+    assert np.array_equal(mnist.decode_labels(mnist.encode_labels(labels), "y"), labels)
+    raw = mnist.encode_images(images[:2])
+    assert raw[:16] == bytes.fromhex("00000803 00000002 0000001c 0000001c")
+    assert len(raw) == 16 + 2 * 784
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda b: b[:10], "truncated"),
+        (lambda b: b[:-1], "header says 3 images"),
+        (lambda b: b + b"\0", "header says 3 images"),
+        (lambda b: b"\0\0\x08\x01" + b[4:], "wrong magic number"),
+        (lambda b: b[:8] + bytes.fromhex("0000001b") + b[12:], "27x28"),
+    ],
+)
+def test_corrupt_images_name_the_file(corrupt, message):
+    raw = corrupt(mnist.encode_images(synthetic_split(3, seed=2)[0]))
+    with pytest.raises(UserError, match=message) as err:
+        mnist.decode_images(raw, "some-images-file")
+    assert str(err.value).startswith("some-images-file:")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        (b"\0\0\x08\x01\0\0\0\x02" + b"\x01\x0a", "label 10 outside 0..9"),
+        (b"\0\0\x08\x01\0\0\0\x05" + b"\x01\x02", "header says 5 labels"),
+        (b"\0\0\x08\x03\0\0\0\x01" + b"\x01", "wrong magic"),
+        (b"\0\0\x08", "truncated"),
+    ],
+)
+def test_corrupt_labels_name_the_file(raw, message):
+    with pytest.raises(UserError, match=message) as err:
+        mnist.decode_labels(raw, "some-labels-file")
+    assert str(err.value).startswith("some-labels-file:")
+
+
+def test_folder_source_reads_gz_and_raw(tmp_path, idx_files):
+    for k, (name, data) in enumerate(idx_files.items()):
+        if k % 2:
+            (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data))
+        else:
+            (tmp_path / name).write_bytes(data)
+    assert mnist.from_folder(tmp_path) == idx_files
+
+
+def test_folder_source_errors(tmp_path, idx_files):
+    with pytest.raises(UserError, match="is not a folder"):
+        mnist.from_folder(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="missing train-images-idx3-ubyte"):
+        mnist.from_folder(tmp_path)
+    for name, data in idx_files.items():
+        (tmp_path / f"{name}.gz").write_bytes(data)  # not actually gzip
+    with pytest.raises(UserError, match="not a valid gzip file"):
+        mnist.from_folder(tmp_path)
+
+
+def test_write_dataset_checks_before_writing(tmp_path, idx_files):
+    out = tmp_path / "out"
+    bad = dict(idx_files, **{"t10k-labels-idx1-ubyte": mnist.encode_labels(np.zeros(19, np.uint8))})
+    with pytest.raises(UserError, match="20 images but 19 labels"):
+        mnist.write_dataset(bad, "test", out)
+    assert not out.exists() or not any(out.iterdir())
+    provenance = mnist.write_dataset(idx_files, "synthetic", out)
+    assert provenance["counts"] == {"train": 60, "test": 20}
+    assert provenance["full_mnist"] is False
+    assert provenance["sha256"]["train-images-idx3-ubyte"] == hashlib.sha256(idx_files["train-images-idx3-ubyte"]).hexdigest()
+    images, labels = mnist.read_split(out, "test")
+    assert images.shape == (20, 28, 28) and labels.tolist() == [k % 10 for k in range(20)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(list(idx_files) + ["source.json"])
+
+
+def test_embedded_default_is_deterministic_stratified_real_mnist():
+    first, second = mnist.embedded(), mnist.embedded()
+    assert first == second
+    train = mnist.decode_labels(first["train-labels-idx1-ubyte"], "train")
+    test = mnist.decode_labels(first["t10k-labels-idx1-ubyte"], "test")
+    assert np.bincount(train).tolist() == [400] * 10
+    assert np.bincount(test).tolist() == [100] * 10
+    images = mnist.decode_images(first["train-images-idx3-ubyte"], "train")
+    assert images.shape == (4000, 28, 28)
+    # real digits: mostly background, strokes up to 255, about 19% ink as in MNIST
+    assert images.max() == 255 and 0.1 < (images > 0).mean() < 0.3
+
+
+def test_full_mnist_folder_matches_published_sha256(tmp_path):
+    if not SHARED_MNIST.is_dir():
+        pytest.skip("shared full MNIST not present")
+    provenance = mnist.write_dataset(mnist.from_folder(SHARED_MNIST), "folder", tmp_path)
+    assert provenance["full_mnist"] is True
+    assert provenance["counts"] == {"train": 60000, "test": 10000}
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path, idx_files):
+    """A local HTTP server serving the synthetic files gzip-compressed, like a mirror."""
+    for name, data in idx_files.items():
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", tmp_path
+    server.shutdown()
+
+
+def test_mirror_download_verifies_md5(mirror, idx_files, monkeypatch, capsys):
+    url, folder = mirror
+    dead = "http://127.0.0.1:9/"
+    # published MD5s do not match our synthetic files: the mirror is rejected
+    assert mnist.from_mirrors(2, 0, mirrors=(dead, url)) == (None, None)
+    assert "MD5 mismatch" in capsys.readouterr().err
+    md5 = {name: hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest() for name in idx_files}
+    monkeypatch.setattr(mnist, "GZ_MD5", md5)
+    assert mnist.from_mirrors(2, 0, mirrors=(dead, url)) == (url, idx_files)
+
+
+def test_auto_falls_back_to_embedded_loudly(monkeypatch, capsys):
+    monkeypatch.setattr(mnist, "MIRRORS", ("http://127.0.0.1:9/",))
+    description, files = mnist.acquire("auto", timeout_s=1, retries=0)
+    assert description.startswith("embedded") and files == mnist.embedded()
+    assert "NO MNIST MIRROR ANSWERED" in capsys.readouterr().err

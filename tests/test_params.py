@@ -1,0 +1,72 @@
+import copy
+
+import pytest
+import yaml
+
+from attention_clusters import params
+from attention_clusters.errors import UserError
+from conftest import ROOT
+
+DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(key, value):
+    tree = copy.deepcopy(DEFAULTS)
+    node = tree
+    *groups, last = key.split(".")
+    for group in groups:
+        node = node[group]
+    node[last] = value
+    return tree
+
+
+def test_repo_params_are_valid_and_use_modelzoo_names():
+    p = params.load(ROOT / "params.yaml")
+    assert (p.fc, p.natt, p.lr, p.weight_decay, p.batch_size, p.epochs) == (1, 1, 0.001, 0.0, 64, 200)
+    assert p.flash.train_per_label == 100
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("natt", 0),
+        ("natt", 2.5),
+        ("natt", True),
+        ("fc", 3),
+        ("lr", 0),
+        ("lr", "fast"),
+        ("weight_decay", -1e-4),
+        ("batch_size", 0),
+        ("epochs", -1),
+        ("noisy.train_noise", -5),
+        ("flash.test_per_label", 0),
+        ("mnist.source", ""),
+        ("device_target", "TPU"),
+    ],
+)
+def test_bad_value_names_the_key(key, value):
+    with pytest.raises(UserError) as err:
+        params.validate(with_value(key, value))
+    message = str(err.value)
+    assert key in message and "\n" not in message
+
+
+def test_unknown_and_missing_keys_are_named():
+    tree = copy.deepcopy(DEFAULTS)
+    tree["nat"] = 4
+    with pytest.raises(UserError, match="unknown key 'nat'"):
+        params.validate(tree)
+    del tree["nat"], tree["flash"]["seed"]
+    with pytest.raises(UserError, match="missing key 'flash.seed'"):
+        params.validate(tree)
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        params.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("fc: [1\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        params.load(tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(UserError, match="mapping"):
+        params.load(tmp_path / "params.yaml")
