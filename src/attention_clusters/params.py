@@ -71,6 +71,11 @@ SCHEMA = {
     "flash.test_per_label": _int(1),
     "flash.preview_videos": _int(1, 64),
     "flash.seed": _int(0, 2**32 - 1),
+    "feature.epochs": _int(1),
+    "feature.lr": _float(0.0, strict=True),
+    "feature.batch_size": _int(1),
+    "feature.extract_batch_videos": _int(1),
+    "feature.seed": _int(0, 2**32 - 1),
 }
 
 

@@ -9,6 +9,9 @@ SAMPLERS = DATA / "sample" / "samplers.npz"
 NOISY = DATA / "noisy"
 FLASH = DATA / "flash"
 FLASH_PREVIEW = FLASH / "preview.png"
+FEATURES = DATA / "features"
+MODELS = Path("models")
+EXTRACTOR = MODELS / "extractor.ckpt"
 METRICS = Path("metrics")
 
 
@@ -20,3 +23,8 @@ def noisy_file(split, what):
 def flash_file(split, what):
     """Flash-MNIST array path: ``what`` is ``videos`` (uint8 (N, 25, 28, 28)) or ``labels`` (uint16 (N,))."""
     return FLASH / f"{split}_{what}.npy"
+
+
+def feature_file(split):
+    """Flash-MNIST feature path: float32 (N, 25, 50) log-softmax frame features."""
+    return FEATURES / f"{split}.npy"

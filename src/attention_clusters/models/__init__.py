@@ -1,0 +1,1 @@
+"""MindSpore Cells: the frame feature extractor and the Attention Cluster model."""

@@ -1,0 +1,85 @@
+"""Attention Cluster with shifting attention (Long et al., CVPR 2018, section 3; SPEC 6).
+
+For input x of shape (N, L, F) and C = natt units, all units at once:
+    scores s = x W + b                     (fc=1)   or   tanh(x W1 + b1) W2 + b2   (fc=2)
+    a = softmax over L of s, (N, C, L)
+    v = a x,                                (N, C, F)  one batched matmul
+    o_k = w_k v_k + b_k;  o_k = o_k / ||o_k||_2 / sqrt(C)   (shifting operation)
+Each feature stream has its own cluster; the (N, C*F_s) outputs of the streams are concatenated,
+then dropout 0.5 and a dense layer to the classes.
+"""
+
+import math
+
+import mindspore as ms
+from mindspore import nn, ops
+from mindspore.common.initializer import Normal, Uniform
+
+NUM_CLASSES = 1024
+HIDDEN = 128  # width of the fc=2 scoring layer
+NORM_EPS = 1e-12  # guards the L2 normalisation of an all-zero vector
+
+
+def _dense(fan_in, fan_out):
+    bound = 1 / math.sqrt(fan_in)
+    return nn.Dense(fan_in, fan_out, weight_init=Uniform(bound), bias_init=Uniform(bound))
+
+
+class ShiftingAttention(nn.Cell):
+    """One attention cluster over one feature stream.
+
+    Args:
+        feature_dim: F. natt: C, number of attention units. fc: 1 or 2 scoring layers.
+
+    Input float32 (N, L, F); output float32 (N, C*F).
+    """
+
+    def __init__(self, feature_dim, natt, fc):
+        super().__init__()
+        if fc not in (1, 2) or natt < 1:
+            raise ValueError(f"ShiftingAttention needs fc in {{1, 2}} and natt >= 1, got fc={fc}, natt={natt}")
+        self.natt = natt
+        self.fc = fc
+        if fc == 1:
+            self.score = _dense(feature_dim, natt)
+        else:
+            self.score = nn.SequentialCell([_dense(feature_dim, HIDDEN), nn.Tanh(), _dense(HIDDEN, natt)])
+        std = math.sqrt(1 / math.sqrt(natt))
+        self.shift_w = ms.Parameter(ms.common.initializer.initializer(Normal(std), (1, natt, 1), ms.float32))
+        self.shift_b = ms.Parameter(ms.common.initializer.initializer(Normal(std), (1, natt, 1), ms.float32))
+        self.scale = 1 / math.sqrt(natt)
+        self.softmax = nn.Softmax(axis=-1)
+
+    def weights(self, x):
+        """Attention weights a: float32 (N, C, L), softmax over the L frames."""
+        return self.softmax(self.score(x).transpose(0, 2, 1))
+
+    def construct(self, x):
+        v = ops.BatchMatMul()(self.weights(x), x)  # (N, C, F)
+        o = self.shift_w * v + self.shift_b
+        norm = ops.sqrt((o * o).sum(axis=-1, keepdims=True))
+        o = o / ops.maximum(norm, NORM_EPS) * self.scale
+        return o.reshape(o.shape[0], -1)
+
+
+class AttentionCluster(nn.Cell):
+    """Attention Cluster classifier over one or more feature streams (SPEC 6).
+
+    Args:
+        feature_dims: F of each stream, e.g. ``(50,)``.
+        natt: attention units per cluster. fc: 1 or 2. num_classes: 1,024 for Flash-MNIST.
+        dropout: dropout probability before the classifier (0.5 in the paper).
+
+    Input: one float32 (N, L, F_s) tensor per stream; output float32 (N, num_classes) logits.
+    """
+
+    def __init__(self, feature_dims=(50,), natt=1, fc=1, num_classes=NUM_CLASSES, dropout=0.5):
+        super().__init__()
+        self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc) for dim in feature_dims])
+        self.dropout = nn.Dropout(p=dropout)
+        self.classifier = _dense(natt * sum(feature_dims), num_classes)
+
+    def construct(self, *streams):
+        pooled = [cluster(x) for cluster, x in zip(self.clusters, streams)]
+        out = pooled[0] if len(pooled) == 1 else ops.concat(pooled, axis=-1)
+        return self.classifier(self.dropout(out))
