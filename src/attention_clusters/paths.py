@@ -12,6 +12,12 @@ FLASH_PREVIEW = FLASH / "preview.png"
 FEATURES = DATA / "features"
 MODELS = Path("models")
 EXTRACTOR = MODELS / "extractor.ckpt"
+MODEL = MODELS / "attention_cluster.ckpt"  # config beside it: attention_cluster.json
+TRAIN_STATE = MODELS / "train_state"
+PREDICTIONS = MODELS / "test_predictions.npy"  # eval's top-1 class per test video, for infer to match
+DVCLIVE = Path("dvclive")
+PLOTS = Path("plots")
+ATTENTION_PNG = PLOTS / "attention.png"
 METRICS = Path("metrics")
 
 

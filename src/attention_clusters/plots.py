@@ -47,3 +47,31 @@ def flash_preview(videos, labels, path):
         ax.set_title(f"label {int(label)}: digits {digits_text(label)}", fontsize=9)
         ax.axis("off")
     save_figure(fig, path)
+
+
+def attention_figure(videos, labels, predictions, weights, path, max_units=16):
+    """PNG: for each video, its 25 frames in a row and the attention weights over them below.
+
+    Args:
+        videos: uint8 (k, 25, 28, 28); labels, predictions: int (k,) 10-bit masks.
+        weights: float (k, C, 25) attention weights (each row sums to 1); at most ``max_units``
+            units are drawn.
+    """
+    k, frames = videos.shape[:2]
+    units = min(weights.shape[1], max_units)
+    fig, axes = plt.subplots(2 * k, 1, figsize=(12, k * (1.2 + 0.25 * units)), squeeze=False,
+                             gridspec_kw={"height_ratios": [1, 0.25 * units + 0.3] * k})
+    for i in range(k):
+        strip = np.concatenate(list(videos[i]), axis=1)
+        top, bottom = axes[2 * i, 0], axes[2 * i + 1, 0]
+        top.imshow(strip, cmap="gray", vmin=0, vmax=255, aspect="auto", extent=(0, frames, 0, 1))
+        top.set_title(f"label {digits_text(labels[i])}   predicted {digits_text(predictions[i])}", fontsize=9)
+        top.axis("off")
+        image = bottom.imshow(weights[i, :units], cmap="viridis", aspect="auto", extent=(0, frames, units, 0), vmin=0)
+        bottom.set_yticks(np.arange(units) + 0.5, [str(u) for u in range(units)], fontsize=6)
+        bottom.set_xticks(np.arange(frames) + 0.5, [str(f) for f in range(frames)], fontsize=6)
+        bottom.set_ylabel("unit", fontsize=8)
+        fig.colorbar(image, ax=bottom, fraction=0.02, pad=0.01)
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -83,3 +83,14 @@ class AttentionCluster(nn.Cell):
         pooled = [cluster(x) for cluster, x in zip(self.clusters, streams)]
         out = pooled[0] if len(pooled) == 1 else ops.concat(pooled, axis=-1)
         return self.classifier(self.dropout(out))
+
+
+class AttentionWeights(nn.Cell):
+    """The attention weights of a trained model's first stream: float32 (N, C, L)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.cluster = model.clusters[0]
+
+    def construct(self, x):
+        return self.cluster.weights(x)

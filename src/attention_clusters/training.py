@@ -1,0 +1,213 @@
+"""Training the Attention Cluster: epochs, validation-based selection, checkpoints, resume.
+
+Per epoch the training set is shuffled with ``default_rng([seed, epoch])`` (so a resumed run
+visits batches in the same order as an uninterrupted one), trained with Adam, then evaluated on
+the validation split (SPEC 8: the test split is never used for selection). After every epoch the
+full training state (weights and Adam moments) and a small JSON are written to the state folder,
+so re-running continues after the last completed epoch. The state is only reused when the
+settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, world size, the features)
+are unchanged; ``epochs`` may grow to continue a finished run.
+"""
+
+import hashlib
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import mindspore as ms
+import numpy as np
+from mindspore import nn
+
+from . import evaluation
+from .batching import predict, run_epoch
+from .errors import UserError
+from .models.attention_cluster import NUM_CLASSES, AttentionCluster
+from .storage import atomic_path, read_json, write_json
+
+STATE_JSON = "state.json"
+LAST_CKPT = "last.ckpt"
+BEST_CKPT = "best.ckpt"
+EVAL_BATCH = 1024
+
+
+def build_model(fc, natt, feature_dims=(50,)):
+    """The Attention Cluster for Flash-MNIST (1,024 classes)."""
+    return AttentionCluster(tuple(feature_dims), natt=natt, fc=fc, num_classes=NUM_CLASSES)
+
+
+def model_config(p, feature_dims):
+    """What a checkpoint must be loaded into: written beside it as JSON."""
+    return {"fc": p.fc, "natt": p.natt, "feature_dims": list(feature_dims), "num_classes": NUM_CLASSES}
+
+
+def fingerprint(p, world_size, data_files):
+    """Hex digest of everything that makes saved training state reusable.
+
+    Args:
+        p: validated params; world_size: number of data-parallel workers.
+        data_files: paths of the training inputs; their size and first/last MiB are hashed.
+    """
+    digest = hashlib.sha256()
+    keys = {k: getattr(p, k) for k in ("fc", "natt", "lr", "weight_decay", "batch_size", "seed")}
+    digest.update(json.dumps({**keys, "world_size": world_size}, sort_keys=True).encode())
+    for path in data_files:
+        size = Path(path).stat().st_size
+        with open(path, "rb") as handle:
+            digest.update(str(size).encode() + handle.read(1 << 20))
+            handle.seek(max(0, size - (1 << 20)))
+            digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def load_state(state_dir, fp):
+    """The saved training state in ``state_dir`` if its fingerprint is ``fp``, else a fresh one.
+
+    Returns:
+        dict with ``fingerprint``, ``epoch`` (last completed, 0 when fresh), ``best_epoch``,
+        ``best_val_top1`` and ``history`` (one record per epoch).
+    """
+    path = Path(state_dir) / STATE_JSON
+    if path.is_file() and (Path(state_dir) / LAST_CKPT).is_file():
+        try:
+            state = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            state = {}
+        if state.get("fingerprint") == fp:
+            return state
+    return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
+
+
+def save_checkpoint(cell, path, extra=None):
+    """``mindspore.save_checkpoint`` written atomically (``extra``: dict stored in the file)."""
+    with atomic_path(path) as tmp:
+        ms.save_checkpoint(cell, str(tmp), append_dict=extra)
+
+
+def load_weights(cell, path):
+    """Load a checkpoint into ``cell``; every parameter of ``cell`` must be found.
+
+    Raises:
+        UserError: the file is missing or does not match the network's parameters.
+    """
+    if not Path(path).is_file():
+        raise UserError(f"{path}: checkpoint not found (run the training stage first)")
+    missing, _ = ms.load_param_into_net(cell, ms.load_checkpoint(str(path)), strict_load=True)
+    if missing:
+        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of this network, e.g. {missing[0]}")
+
+
+def _eta(seconds):
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Trainer:
+    """Trains one Attention Cluster configuration with validation-based model selection.
+
+    Args:
+        p: validated params (fc, natt, lr, weight_decay, batch_size, epochs, seed).
+        train_x: float32 (N, 25, 50) features (memory map is fine); train_y: int (N,) labels.
+        val_x, val_y: the validation split, same layout.
+        state_dir: folder for resumable state (last and best checkpoints, state.json).
+        rank, world_size: this worker's data-parallel rank and the number of workers; each
+            rank trains on its shard ``order[rank::world_size]`` of every epoch's shuffle.
+        live: optional DVCLive ``Live`` (rank 0 only) for per-epoch metrics.
+        log: callable taking one line of text per epoch (rank 0 only).
+    """
+
+    def __init__(self, p, train_x, train_y, val_x, val_y, state_dir, rank=0, world_size=1, live=None, log=print):
+        self.p, self.rank, self.world_size = p, rank, world_size
+        self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
+        self.state_dir, self.live, self.log = Path(state_dir), live, log
+        self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        optimizer = nn.Adam(self.net.trainable_params(), learning_rate=p.lr, weight_decay=p.weight_decay)
+        self.step = nn.TrainOneStepCell(nn.WithLossCell(self.net, loss), optimizer)
+
+    def fit(self, state):
+        """Train from ``state`` (see :func:`load_state`) up to p.epochs; returns the final state."""
+        if state["epoch"] > 0:
+            load_weights(self.step, self.state_dir / LAST_CKPT)
+            self.log(f"resuming after epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f} % at epoch {state['best_epoch']})")
+        started, first = time.perf_counter(), state["epoch"] + 1
+        for epoch in range(first, self.p.epochs + 1):
+            record = self._epoch(epoch)
+            state["history"].append(record)
+            state["epoch"] = epoch
+            improved = record["val_top1"] > state["best_val_top1"]
+            if improved:
+                state["best_epoch"], state["best_val_top1"] = epoch, record["val_top1"]
+            self._save(state, improved)
+            remaining = (time.perf_counter() - started) / (epoch - first + 1) * (self.p.epochs - epoch)
+            self.log(
+                f"epoch {epoch}/{self.p.epochs}  loss {record['train_loss']:.4f}  val top-1 {record['val_top1']:.2f} %"
+                f"  top-5 {record['val_top5']:.2f} %  {record['epoch_time_s']:.1f} s ({record['samples_per_s']:,.0f} samples/s)"
+                f"  best {state['best_val_top1']:.2f} % @ {state['best_epoch']}  ETA {_eta(remaining)}"
+            )
+        return state
+
+    def _epoch(self, epoch):
+        order = np.random.default_rng([self.p.seed, epoch]).permutation(len(self.train_y))[self.rank :: self.world_size]
+        start = time.perf_counter()
+        self.step.set_train(True)
+        loss = run_epoch(self.step, self.train_x, self.train_y, self.p.batch_size, order)
+        seconds = time.perf_counter() - start
+        logits = predict(self.net, self.val_x, EVAL_BATCH)
+        record = {
+            "epoch": epoch,
+            "train_loss": round(loss, 6),
+            "val_top1": round(evaluation.accuracy(logits, self.val_y, 1), 4),
+            "val_top5": round(evaluation.accuracy(logits, self.val_y, 5), 4),
+            "epoch_time_s": round(seconds, 3),
+            "samples_per_s": round(len(order) // self.p.batch_size * self.p.batch_size * self.world_size / seconds, 1),
+        }
+        if self.live is not None:
+            for key, value in record.items():
+                if key != "epoch":
+                    self.live.log_metric(key, value)
+            self.live.next_step()
+        return record
+
+    def _save(self, state, improved):
+        if self.rank != 0:
+            return
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.step, self.state_dir / LAST_CKPT)
+        if improved:
+            save_checkpoint(self.net, self.state_dir / BEST_CKPT)
+        write_json(self.state_dir / STATE_JSON, state)
+
+
+def publish(state_dir, model_path, config, state):
+    """Copy the best checkpoint to ``model_path`` and write its config JSON beside it.
+
+    The JSON (``<model_path>.json`` with suffix replaced) holds fc, natt, feature_dims,
+    num_classes and the selected epoch; loaders check it before building the network.
+    """
+    with atomic_path(model_path) as tmp:
+        shutil.copyfile(Path(state_dir) / BEST_CKPT, tmp)
+    info = dict(config, best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"], epochs=state["epoch"])
+    write_json(Path(model_path).with_suffix(".json"), info)
+
+
+def load_model(model_path, expect=None):
+    """Build the network described by ``<model_path>.json`` and load the checkpoint into it.
+
+    Args:
+        expect: optional dict of config values (e.g. ``{"fc": 1, "natt": 8}``) that must match.
+
+    Returns:
+        ``(net, config)``.
+
+    Raises:
+        UserError: the JSON or checkpoint is missing, or the config disagrees with ``expect``.
+    """
+    config = read_json(Path(model_path).with_suffix(".json"))
+    for key, value in (expect or {}).items():
+        if config.get(key) != value:
+            raise UserError(f"{model_path}: trained with {key}={config.get(key)}, but params.yaml says {key}={value}; re-run training")
+    net = build_model(config["fc"], config["natt"], config["feature_dims"])
+    load_weights(net, model_path)
+    return net, config

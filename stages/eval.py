@@ -1,0 +1,43 @@
+"""Stage eval: test-split accuracy of the selected checkpoint, every test video counted."""
+
+import numpy as np
+
+from attention_clusters import batching, cli, device, evaluation, params, paths, plots, storage, training
+from attention_clusters.models.attention_cluster import AttentionWeights
+
+SHOWN = 4  # test videos in the attention picture
+
+
+def run():
+    p = params.load()
+    device.init(p.device_target)
+    net, config = training.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
+    test_x = storage.load_npy(paths.feature_file("test"))
+    test_y = storage.load_npy(paths.flash_file("test", "labels"))
+    logits = batching.predict(net, test_x, training.EVAL_BATCH)
+    provenance = storage.read_json(paths.SOURCE_JSON)
+    top1 = evaluation.accuracy(logits, test_y, 1)
+    report = {
+        "top1": round(top1, 4),
+        "top5": round(evaluation.accuracy(logits, test_y, 5), 4),
+        "test_videos": len(test_y),
+        "fc": config["fc"],
+        "natt": config["natt"],
+        "epochs": config["epochs"],
+        "best_epoch": config["best_epoch"],
+        "source": provenance["source"],
+        "full_mnist": provenance["full_mnist"],
+        "top1_by_digit_count": evaluation.top1_by_digit_count(logits, test_y),
+    }
+    storage.write_json(paths.METRICS / "eval.json", report)
+    storage.save_npy(paths.PREDICTIONS, np.argmax(logits, axis=1).astype(np.int16))
+
+    weights = batching.predict(AttentionWeights(net), test_x[:SHOWN], SHOWN)
+    videos = storage.load_npy(paths.flash_file("test", "videos"), mmap=True)[:SHOWN]
+    plots.attention_figure(videos, test_y[:SHOWN], np.argmax(logits[:SHOWN], axis=1), weights, paths.ATTENTION_PNG)
+    scope = "full MNIST" if provenance["full_mnist"] else provenance["source"]
+    return f"test top-1 {top1:.2f} % (top-5 {report['top5']:.2f} %) on {len(test_y):,} videos, fc={config['fc']} natt={config['natt']} [{scope}]"
+
+
+if __name__ == "__main__":
+    cli.main("eval", run)
