@@ -1,0 +1,97 @@
+"""One tiny end-to-end `dvc repro` of the whole pipeline on the embedded MNIST subset."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import ROOT
+
+BIN = Path(sys.executable).parent
+
+
+def run(cmd, cwd, check=True):
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd / "src"))
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def set_params(repo, **changes):
+    path = repo / "params.yaml"
+    tree = yaml.safe_load(path.read_text())
+    for key, value in changes.items():
+        node = tree
+        *groups, last = key.split(".")
+        for group in groups:
+            node = node[group]
+        node[last] = value
+    path.write_text(yaml.safe_dump(tree, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A copy of the project's files in a fresh git repo, with tiny counts."""
+    repo = tmp_path_factory.mktemp("e2e") / "repo"
+    files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file() and not name.startswith(("data/", "models/", "dvclive/", "plots/")):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    set_params(repo, **{"mnist.source": "embedded", "flash.train_per_label": 30, "epochs": 2, "batch_size": 32})
+    run(["git", "init", "-q"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], repo, check=False)
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], repo)
+    run([str(BIN / "dvc"), "repro"], repo)
+    return repo
+
+
+def test_data_stages_outputs(repo):
+    source = json.loads((repo / "data/mnist/source.json").read_text())
+    assert source["counts"] == {"train": 4000, "test": 1000} and source["full_mnist"] is False
+    videos = np.load(repo / "data/flash/train_videos.npy", mmap_mode="r")
+    labels = np.load(repo / "data/flash/train_labels.npy")
+    assert videos.shape == (2048, 25, 28, 28) and videos.dtype == np.uint8
+    assert np.bincount(labels, minlength=1024).tolist() == [2] * 1024
+    assert np.load(repo / "data/flash/test_videos.npy", mmap_mode="r").shape == (1024, 25, 28, 28)
+    assert np.load(repo / "data/noisy/train_frames.npy", mmap_mode="r").shape == (22000, 28, 28)
+    assert (repo / "data/flash/preview.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_model_stages_outputs(repo):
+    feature = json.loads((repo / "metrics/feature.json").read_text())
+    assert feature["noisy_test_top1"] > 60  # one epoch on 22,000 frames; chance is 9 %
+    assert np.load(repo / "data/features/train.npy", mmap_mode="r").shape == (2048, 25, 50)
+    report = json.loads((repo / "metrics/eval.json").read_text())
+    assert report["test_videos"] == 1024 and report["natt"] == 1 and report["epochs"] == 2
+    assert sum(v["videos"] for v in report["top1_by_digit_count"].values()) == 1024
+    assert 0 <= report["top1"] <= report["top5"] <= 100
+    live = json.loads((repo / "dvclive/metrics.json").read_text())
+    assert live["step"] == 1 and "val_top1" in live
+    assert (repo / "plots/attention.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_second_repro_does_nothing_and_data_is_deterministic(repo):
+    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "repro"], repo).stdout
+    run([str(BIN / "dvc"), "repro", "-f", "-s", "flash"], repo)
+    status = run([str(BIN / "dvc"), "status", "flash"], repo).stdout
+    assert "changed outs" not in status, status
+
+
+def test_bad_param_stops_with_one_line(repo):
+    set_params(repo, natt=0)
+    try:
+        result = run([str(BIN / "dvc"), "repro", "train"], repo, check=False)
+    finally:
+        set_params(repo, natt=1)
+    assert result.returncode != 0
+    assert "train: error: " in result.stderr and "natt must be an integer >= 1, got 0" in result.stderr
+    assert "Traceback" not in result.stderr
