@@ -1,26 +1,45 @@
-"""Stage train: the Attention Cluster on Flash-MNIST features, best epoch chosen on validation."""
+"""Stage train: the Attention Cluster on Flash-MNIST features, best epoch chosen on validation.
+
+With ``distributed.launcher`` set, this script starts its own workers through that launcher
+(see attention_clusters.distributed) and each worker runs the training below.
+"""
 
 from dvclive import Live
 
-from attention_clusters import cli, device, params, paths, storage, training
+from attention_clusters import cli, device, distributed, params, paths, storage, training
 
 
-def run():
-    p = params.load()
-    device.init(p.device_target, seed=p.seed)
+def train(p, rank, world_size):
     train_x = storage.load_npy(paths.feature_file("train"))
     train_y = storage.load_npy(paths.flash_file("train", "labels"))
     val_x = storage.load_npy(paths.feature_file("val"))
     val_y = storage.load_npy(paths.flash_file("val", "labels"))
-    fp = training.fingerprint(p, 1, [paths.feature_file("train"), paths.flash_file("train", "labels")])
+    fp = training.fingerprint(p, world_size, [paths.feature_file("train"), paths.flash_file("train", "labels")])
     state = training.load_state(paths.TRAIN_STATE, fp)
-    with Live(str(paths.DVCLIVE), resume=state["epoch"] > 0, dvcyaml=False, save_dvc_exp=False) as live:
-        trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, live=live)
-        state = trainer.fit(state)
-    training.publish(paths.TRAIN_STATE, paths.MODEL, training.model_config(p, (train_x.shape[2],)), state)
+    live = Live(str(paths.DVCLIVE), resume=state["epoch"] > 0, dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
+    log = print if rank == 0 else (lambda line: None)
+    trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
+    state = trainer.fit(state)
+    if rank == 0:
+        live.end()
+        training.publish(paths.TRAIN_STATE, paths.MODEL, training.model_config(p, (train_x.shape[2],)), state)
+
+
+def run():
+    p = params.load()
+    distributed.check_settings(p.distributed)
+    if p.distributed.launcher != "none" and not distributed.is_worker():
+        distributed.launch(p.distributed, __file__, paths.TRAIN_LOGS)
+    else:
+        device.init(p.device_target, seed=p.seed, processes=p.distributed.workers)
+        rank, world_size = distributed.init_worker(p.device_target, p.distributed.master_port)
+        train(p, rank, world_size)
+        if rank != 0:
+            return f"rank {rank} of {world_size} done"
+    info = storage.read_json(paths.MODEL.with_suffix(".json"))
     return (
-        f"fc={p.fc} natt={p.natt}: best val top-1 {state['best_val_top1']:.2f} % at epoch "
-        f"{state['best_epoch']}/{state['epoch']}, saved {paths.MODEL}"
+        f"fc={info['fc']} natt={info['natt']}: best val top-1 {info['best_val_top1']:.2f} % at epoch "
+        f"{info['best_epoch']}/{info['epochs']} ({p.distributed.workers} worker(s)), saved {paths.MODEL}"
     )
 
 

@@ -5,15 +5,19 @@ import os
 import mindspore as ms
 
 
-def init(device_target="CPU", seed=None):
+def init(device_target="CPU", seed=None, processes=1):
     """Graph mode on ``device_target`` ("CPU", "GPU", "Ascend"); optionally seed everything.
 
-    On CPU the operator thread pool is set to the number of cores this process may use: the
-    framework default (25 threads) oversubscribes small machines.
+    On CPU the operator thread pool is set to this process's share of the cores it may use
+    (``processes`` workers share the machine): the framework default of 25 threads
+    oversubscribes small machines. On GPU/Ascend the device is ``$DEVICE_ID`` (default 0), as
+    the rank-table launcher sets it.
     """
     ms.set_context(mode=ms.GRAPH_MODE)
-    ms.set_device(device_target)
     if device_target == "CPU":
-        ms.device_context.cpu.op_tuning.threads_num(max(1, len(os.sched_getaffinity(0))))
+        ms.set_device("CPU")
+        ms.device_context.cpu.op_tuning.threads_num(max(1, len(os.sched_getaffinity(0)) // processes))
+    else:
+        ms.set_device(device_target, int(os.environ.get("DEVICE_ID", "0")))
     if seed is not None:
         ms.set_seed(seed)

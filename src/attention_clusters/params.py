@@ -44,7 +44,9 @@ def _choice(*options):
     return (lambda value: value in options), "one of " + ", ".join(map(str, options))
 
 
-def _text():
+def _text(empty=False):
+    if empty:
+        return (lambda value: isinstance(value, str)), "a string (may be empty)"
     return (lambda value: isinstance(value, str) and value.strip() != ""), "a non-empty string"
 
 
@@ -76,6 +78,10 @@ SCHEMA = {
     "feature.batch_size": _int(1),
     "feature.extract_batch_videos": _int(1),
     "feature.seed": _int(0, 2**32 - 1),
+    "distributed.launcher": _choice("none", "msrun", "mpirun", "rank_table"),
+    "distributed.workers": _int(1),
+    "distributed.rank_table": _text(empty=True),
+    "distributed.master_port": _int(1024, 65535),
 }
 
 

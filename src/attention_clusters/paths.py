@@ -14,6 +14,7 @@ MODELS = Path("models")
 EXTRACTOR = MODELS / "extractor.ckpt"
 MODEL = MODELS / "attention_cluster.ckpt"  # config beside it: attention_cluster.json
 TRAIN_STATE = MODELS / "train_state"
+TRAIN_LOGS = MODELS / "train_logs"  # per-worker logs of distributed training
 PREDICTIONS = MODELS / "test_predictions.npy"  # eval's top-1 class per test video, for infer to match
 DVCLIVE = Path("dvclive")
 PLOTS = Path("plots")
