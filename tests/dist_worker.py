@@ -1,0 +1,28 @@
+"""Worker script for test_distributed: a few data-parallel epochs on tiny data.
+
+Writes ``rank<r>.npz`` (final parameters) and ``rank<r>.json`` (per-epoch losses) into
+``$TEST_OUT``. With ``TEST_DIE=1`` rank 1 raises instead, to test that the job goes down.
+"""
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from attention_clusters import device, distributed, training
+
+out = Path(os.environ["TEST_OUT"])
+device.init("CPU", seed=3, processes=2)
+rank, world_size = distributed.init_worker("CPU", int(os.environ["TEST_PORT"]))
+if os.environ.get("TEST_DIE") == "1" and rank == 1:
+    raise RuntimeError("rank 1 dies on purpose")
+rng = np.random.default_rng(0)
+x = rng.standard_normal((512, 25, 50)).astype(np.float32)
+y = rng.integers(0, 4, 512)
+p = SimpleNamespace(fc=1, natt=2, lr=1e-2, weight_decay=0.0, batch_size=16, epochs=3, seed=3)
+trainer = training.Trainer(p, x, y, x[:64], y[:64], out / "state", rank, world_size, log=lambda line: None)
+state = trainer.fit(training.load_state(out / "state", "test"))
+np.savez(out / f"rank{rank}.npz", **{q.name: q.asnumpy() for q in trainer.net.get_parameters()})
+(out / f"rank{rank}.json").write_text(json.dumps({"world_size": world_size, "losses": [h["train_loss"] for h in state["history"]]}))

@@ -1,0 +1,112 @@
+import json
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from attention_clusters import distributed
+from attention_clusters.errors import UserError
+from conftest import ROOT
+
+WORKER = str(ROOT / "tests" / "dist_worker.py")
+
+
+def settings(**kw):
+    base = {"launcher": "msrun", "workers": 2, "rank_table": "", "master_port": 8119}
+    return SimpleNamespace(**{**base, **kw})
+
+
+def rank_table(tmp_path, devices, servers=1):
+    table = {
+        "version": "1.0",
+        "server_count": str(servers),
+        "server_list": [
+            {"server_id": "10.0.0.1", "device": [{"device_id": str(d), "device_ip": f"192.168.{d}.2", "rank_id": str(r)} for r, d in devices]}
+        ] * servers,
+        "status": "completed",
+    }
+    path = tmp_path / "rank_table.json"
+    path.write_text(json.dumps(table))
+    return path
+
+
+def test_rank_table_commands_set_the_hccl_environment(tmp_path):
+    path = rank_table(tmp_path, [(1, 5), (0, 4)])
+    commands = distributed.worker_commands(settings(launcher="rank_table", rank_table=str(path)), "stages/train.py", tmp_path)
+    assert [env for _, env in commands] == [
+        {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "0", "DEVICE_ID": "4"},
+        {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "1", "DEVICE_ID": "5"},
+    ]
+    assert all(argv[-1] == "stages/train.py" for argv, _ in commands)
+
+
+@pytest.mark.parametrize(
+    "devices, servers, workers, message",
+    [
+        ([(0, 0), (1, 1)], 1, 4, "lists 2 devices but distributed.workers is 4"),
+        ([(0, 0), (2, 1)], 1, 2, "rank_id values must be 0..1"),
+        ([(0, 0), (1, 0)], 1, 2, "device_id values repeat"),
+        ([(0, 0)], 2, 1, "exactly one server"),
+    ],
+)
+def test_rank_table_validation(tmp_path, devices, servers, workers, message):
+    path = rank_table(tmp_path, devices, servers)
+    with pytest.raises(UserError, match=message):
+        distributed.read_rank_table(str(path), workers)
+
+
+def test_rank_table_file_errors(tmp_path):
+    with pytest.raises(UserError, match="must name an HCCL rank-table"):
+        distributed.check_settings(settings(launcher="rank_table", rank_table=""))
+    with pytest.raises(UserError, match="file not found"):
+        distributed.read_rank_table(str(tmp_path / "none.json"), 2)
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(UserError, match="not valid JSON"):
+        distributed.read_rank_table(str(tmp_path / "bad.json"), 2)
+    (tmp_path / "shape.json").write_text('{"server_list": [{"device": [{"device_id": "x", "rank_id": "0"}]}]}')
+    with pytest.raises(UserError, match="integer-valued"):
+        distributed.read_rank_table(str(tmp_path / "shape.json"), 1)
+
+
+def test_workers_need_a_launcher():
+    with pytest.raises(UserError, match="distributed.workers is 2 but distributed.launcher is none"):
+        distributed.check_settings(settings(launcher="none"))
+    distributed.check_settings(settings(launcher="none", workers=1))
+
+
+def test_msrun_and_mpirun_commands(tmp_path):
+    (argv, _), = distributed.worker_commands(settings(), "stages/train.py", tmp_path)
+    assert argv[:3] == ["msrun", "--worker_num=2", "--local_worker_num=2"] and argv[-1] == "stages/train.py"
+    (argv, env), = distributed.worker_commands(settings(launcher="mpirun"), "stages/train.py", tmp_path)
+    assert argv[:3] == ["mpirun", "-n", "2"] and env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
+
+
+LAUNCHERS = ["msrun"] + (["mpirun"] if shutil.which("mpirun") else [])
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_two_workers_end_identical_and_learn(tmp_path, monkeypatch, launcher):
+    monkeypatch.setenv("TEST_OUT", str(tmp_path))
+    monkeypatch.setenv("TEST_PORT", "8131")
+    distributed.launch(settings(launcher=launcher, master_port=8131), WORKER, tmp_path / "logs")
+    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+    assert sorted(ranks[0].files) == sorted(ranks[1].files) and len(ranks[0].files) >= 6
+    for name in ranks[0].files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
+    for r in (0, 1):
+        info = json.loads((tmp_path / f"rank{r}.json").read_text())
+        assert info["world_size"] == 2
+        assert info["losses"][-1] < info["losses"][0] - 0.05
+    assert (tmp_path / "state" / "last.ckpt").is_file()  # rank 0 wrote the state
+
+
+@pytest.mark.parametrize("launcher", LAUNCHERS)
+def test_dead_worker_fails_the_job_with_its_log(tmp_path, monkeypatch, capsys, launcher):
+    monkeypatch.setenv("TEST_OUT", str(tmp_path))
+    monkeypatch.setenv("TEST_PORT", "8132")
+    monkeypatch.setenv("TEST_DIE", "1")
+    with pytest.raises(UserError, match="distributed training failed"):
+        distributed.launch(settings(launcher=launcher, master_port=8132), WORKER, tmp_path / "logs")
+    assert "rank 1 dies on purpose" in capsys.readouterr().err
+    assert not (tmp_path / "rank0.npz").exists()
