@@ -82,6 +82,9 @@ SCHEMA = {
     "distributed.workers": _int(1),
     "distributed.rank_table": _text(empty=True),
     "distributed.master_port": _int(1024, 65535),
+    "export.batch_size": _int(1),
+    "infer.device": _choice("CPU", "GPU", "Ascend"),
+    "infer.backend": _choice("mindspore", "onnxruntime"),
 }
 
 

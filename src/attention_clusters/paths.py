@@ -13,12 +13,13 @@ FEATURES = DATA / "features"
 MODELS = Path("models")
 EXTRACTOR = MODELS / "extractor.ckpt"
 MODEL = MODELS / "attention_cluster.ckpt"  # config beside it: attention_cluster.json
-TRAIN_STATE = MODELS / "train_state"
+TRAIN_STATE = MODELS / "train_state"  # resumable state; deliberately not a DVC output (kept across runs)
 TRAIN_LOGS = MODELS / "train_logs"  # per-worker logs of distributed training
 PREDICTIONS = MODELS / "test_predictions.npy"  # eval's top-1 class per test video, for infer to match
 DVCLIVE = Path("dvclive")
 PLOTS = Path("plots")
 ATTENTION_PNG = PLOTS / "attention.png"
+INFER = DATA / "infer"  # 310 flow: input/*.bin, labels.bin, result/*.bin
 METRICS = Path("metrics")
 
 

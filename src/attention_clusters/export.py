@@ -1,0 +1,53 @@
+"""Exporting the trained Attention Cluster to MINDIR and ONNX, and checking the exports."""
+
+import mindspore as ms
+import numpy as np
+
+from .storage import atomic_path
+
+FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+
+
+def export(net, batch_size, length, feature_dim, path, file_format):
+    """Export ``net`` (eval mode) for float32 input (batch_size, length, feature_dim) atomically.
+
+    Args:
+        path: destination whose suffix matches the format (.mindir or .onnx).
+        file_format: "MINDIR" or "ONNX".
+    """
+    net.set_train(False)
+    example = ms.Tensor(np.zeros((batch_size, length, feature_dim), np.float32))
+    with atomic_path(path) as tmp:
+        ms.export(net, example, file_name=str(tmp), file_format=file_format)
+
+
+class MindirRunner:
+    """Runs an exported MINDIR with MindSpore's own loader (``mindspore.load`` + ``nn.GraphCell``).
+
+    Call with float32 (B, L, F) numpy input; returns float32 (B, 1024) logits.
+    """
+
+    def __init__(self, path):
+        self.cell = ms.nn.GraphCell(ms.load(str(path)))
+
+    def __call__(self, x):
+        return self.cell(ms.Tensor(x)).asnumpy()
+
+
+class OnnxRunner:
+    """Runs an exported ONNX model with ONNX Runtime on the CPU; same call as :class:`MindirRunner`."""
+
+    def __init__(self, path):
+        import onnxruntime
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, x):
+        return self.session.run(None, {self.input: x})[0]
+
+
+def max_abs_difference(runner, net, x):
+    """Largest |runner(x) - net(x)| over a float32 batch x: float."""
+    net.set_train(False)
+    return float(np.abs(runner(x) - net(ms.Tensor(x)).asnumpy()).max())

@@ -1,0 +1,46 @@
+"""Stage infer_310: the ModelZoo's 310 inference flow on the exported model (preprocess, run,
+postprocess) through MindSpore (MINDIR, on infer.device) or ONNX Runtime (infer.backend)."""
+
+import numpy as np
+from tqdm import tqdm
+
+from attention_clusters import cli, device, errors, evaluation, export, inference, params, paths, storage
+from attention_clusters.models.attention_cluster import NUM_CLASSES
+
+
+def run():
+    p = params.load()
+    test_x = storage.load_npy(paths.feature_file("test"), mmap=True)
+    test_y = storage.load_npy(paths.flash_file("test", "labels"))
+    batch_size = storage.read_json(paths.METRICS / "export.json")["batch_size"]
+    files = inference.preprocess(test_x, test_y, batch_size, paths.INFER)
+    if p.infer.backend == "onnxruntime":
+        runner = export.OnnxRunner(paths.MODEL.with_suffix(".onnx"))
+    else:
+        device.init(p.infer.device)
+        runner = export.MindirRunner(paths.MODEL.with_suffix(".mindir"))
+    with tqdm(total=len(files), desc="infer", unit="batch") as bar:
+        latencies = inference.run(runner, files, test_x.shape[1:], paths.INFER, progress=bar.update)
+    predictions, labels = inference.postprocess(paths.INFER, NUM_CLASSES)
+    eval_predictions = storage.load_npy(paths.PREDICTIONS)
+    differ = int((predictions != eval_predictions).sum())
+    if differ:
+        raise errors.UserError(f"{differ} of {len(labels)} predictions differ from the eval stage's ({paths.PREDICTIONS})")
+    top1 = 100.0 * float((predictions == labels).mean())
+    report = {
+        "top1": round(top1, 4),
+        "test_videos": len(labels),
+        "backend": p.infer.backend,
+        "device": "CPU" if p.infer.backend == "onnxruntime" else p.infer.device,
+        "batch_size": batch_size,
+        "latency_ms_median": round(float(np.median(latencies)), 3),
+        "latency_ms_p95": round(float(np.percentile(latencies, 95)), 3),
+        "videos_per_s": round(len(labels) / (latencies.sum() / 1000.0), 1),
+        "matches_eval": True,
+    }
+    storage.write_json(paths.METRICS / "infer.json", report)
+    return f"top-1 {top1:.2f} % on {len(labels):,} videos via {p.infer.backend}, equal to eval; median batch latency {report['latency_ms_median']:.2f} ms"
+
+
+if __name__ == "__main__":
+    cli.main("infer_310", run)
