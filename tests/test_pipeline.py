@@ -79,6 +79,17 @@ def test_model_stages_outputs(repo):
     assert (repo / "plots/attention.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_export_and_infer_agree_with_eval(repo):
+    exported = json.loads((repo / "metrics/export.json").read_text())
+    assert exported["batch_size"] == 64 and exported["mindir_max_abs_diff"] < 1e-4
+    assert (repo / "models/attention_cluster.mindir").stat().st_size > 0
+    infer = json.loads((repo / "metrics/infer.json").read_text())
+    report = json.loads((repo / "metrics/eval.json").read_text())
+    assert infer["test_videos"] == 1024 and infer["top1"] == pytest.approx(report["top1"], abs=1e-3)
+    assert infer["matches_eval"] is True and infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
+    assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 16
+
+
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):
     assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "repro"], repo).stdout
     run([str(BIN / "dvc"), "repro", "-f", "-s", "flash"], repo)

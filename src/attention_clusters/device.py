@@ -4,6 +4,8 @@ import os
 
 import mindspore as ms
 
+_initialised = None  # the device target of the first init() in this process
+
 
 def init(device_target="CPU", seed=None, processes=1):
     """Graph mode on ``device_target`` ("CPU", "GPU", "Ascend"); optionally seed everything.
@@ -11,13 +13,22 @@ def init(device_target="CPU", seed=None, processes=1):
     On CPU the operator thread pool is set to this process's share of the cores it may use
     (``processes`` workers share the machine): the framework default of 25 threads
     oversubscribes small machines. On GPU/Ascend the device is ``$DEVICE_ID`` (default 0), as
-    the rank-table launcher sets it.
+    the rank-table launcher sets it. MindSpore allows the device to be set once per process;
+    later calls only re-seed.
+
+    Raises:
+        ValueError: a later call asks for a different device target.
     """
-    ms.set_context(mode=ms.GRAPH_MODE)
-    if device_target == "CPU":
-        ms.set_device("CPU")
-        ms.device_context.cpu.op_tuning.threads_num(max(1, len(os.sched_getaffinity(0)) // processes))
-    else:
-        ms.set_device(device_target, int(os.environ.get("DEVICE_ID", "0")))
+    global _initialised
+    if _initialised is None:
+        ms.set_context(mode=ms.GRAPH_MODE)
+        if device_target == "CPU":
+            ms.set_device("CPU")
+            ms.device_context.cpu.op_tuning.threads_num(max(1, len(os.sched_getaffinity(0)) // processes))
+        else:
+            ms.set_device(device_target, int(os.environ.get("DEVICE_ID", "0")))
+        _initialised = device_target
+    elif _initialised != device_target:
+        raise ValueError(f"MindSpore already runs on {_initialised} in this process, cannot switch to {device_target}")
     if seed is not None:
         ms.set_seed(seed)

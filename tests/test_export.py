@@ -1,0 +1,70 @@
+"""Exported MINDIR and ONNX read back by consumers we did not write, against the checkpoint."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from attention_clusters import device, export, inference, training
+from attention_clusters.errors import UserError
+from attention_clusters.storage import write_json
+
+device.init("CPU", seed=0)
+
+
+@pytest.fixture(params=[(1, 4), (2, 8)], ids=["fc1-natt4", "fc2-natt8"])
+def checkpoint(request, tmp_path):
+    fc, natt = request.param
+    net = training.build_model(fc, natt)
+    path = tmp_path / "attention_cluster.ckpt"
+    training.save_checkpoint(net, path)
+    write_json(path.with_suffix(".json"), {"fc": fc, "natt": natt, "feature_dims": [50], "num_classes": 1024})
+    return path
+
+
+def test_exports_match_checkpoint(checkpoint):
+    net, config = training.load_model(checkpoint)
+    net.set_train(False)
+    x = np.random.default_rng(1).standard_normal((16, 25, 50)).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    for file_format, suffix in export.FORMATS.items():
+        path = checkpoint.with_suffix(suffix)
+        export.export(net, 16, 25, 50, path, file_format)
+        runner = export.MindirRunner(path) if file_format == "MINDIR" else export.OnnxRunner(path)
+        got = runner(x)
+        assert got.shape == (16, 1024)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=file_format)
+
+
+def test_onnx_uses_no_mindspore_at_run_time(checkpoint):
+    import onnx
+
+    net, _ = training.load_model(checkpoint)
+    path = checkpoint.with_suffix(".onnx")
+    export.export(net, 4, 25, 50, path, "ONNX")
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [4, 25, 50]
+
+
+def test_load_model_refuses_a_different_shape(checkpoint):
+    _, config = training.load_model(checkpoint)
+    with pytest.raises(UserError, match=f"trained with natt={config['natt']}"):
+        training.load_model(checkpoint, expect={"natt": config["natt"] + 1})
+
+
+def test_310_flow_counts_every_sample(checkpoint, tmp_path):
+    net, _ = training.load_model(checkpoint)
+    net.set_train(False)
+    rng = np.random.default_rng(2)
+    features = rng.standard_normal((37, 25, 50)).astype(np.float32)
+    labels = rng.integers(0, 1024, 37)
+    path = checkpoint.with_suffix(".mindir")
+    export.export(net, 8, 25, 50, path, "MINDIR")
+    files = inference.preprocess(features, labels, 8, tmp_path / "infer")
+    assert len(files) == 5 and files[-1].stat().st_size == 8 * 25 * 50 * 4
+    latencies = inference.run(export.MindirRunner(path), files, (25, 50), tmp_path / "infer")
+    assert latencies.shape == (5,) and (latencies > 0).all()
+    predictions, read_labels = inference.postprocess(tmp_path / "infer", 1024)
+    assert np.array_equal(read_labels, labels)
+    assert np.array_equal(predictions, np.argmax(net(ms.Tensor(features)).asnumpy(), axis=1))

@@ -1,0 +1,107 @@
+"""Training loop: validation selection, checkpoints, resume after an interruption."""
+
+import json
+from types import SimpleNamespace
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from attention_clusters import device, training
+
+device.init("CPU", seed=0)
+
+
+def toy_data(n, seed):
+    """Videos whose label (0..7) is written into the first 8 features of every frame."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 25, 50)).astype(np.float32)
+    y = rng.integers(0, 8, n)
+    x[np.arange(n), :, y] += 1.0
+    return x, y
+
+
+def settings(epochs, **kw):
+    return SimpleNamespace(**{"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1, **kw})
+
+
+def trainer(p, state_dir, live=None):
+    x, y = toy_data(1024, 0)
+    vx, vy = toy_data(256, 1)
+    return training.Trainer(p, x, y, vx, vy, state_dir, live=live, log=lambda line: None)
+
+
+def params_of(net):
+    return {q.name: q.asnumpy().copy() for q in net.get_parameters()}
+
+
+def test_learns_and_keeps_best_epoch(tmp_path):
+    state = trainer(settings(4), tmp_path).fit(training.load_state(tmp_path, "fp"))
+    assert state["epoch"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
+    best = max(state["history"], key=lambda h: h["val_top1"])
+    assert state["best_epoch"] == best["epoch"] and state["best_val_top1"] == best["val_top1"] > 50  # chance: 1/1024
+    assert state["history"][-1]["train_loss"] < state["history"][0]["train_loss"]
+    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
+    assert {p.name for p in tmp_path.iterdir()} >= {"state.json", "last.ckpt", "best.ckpt"}
+
+
+def test_resume_continues_from_the_saved_weights(tmp_path):
+    first = trainer(settings(2), tmp_path)
+    state = first.fit(training.load_state(tmp_path, "fp"))
+    saved = params_of(first.net)
+    again = trainer(settings(2), tmp_path)
+    state2 = again.fit(training.load_state(tmp_path, "fp"))  # nothing left to do: only loads
+    assert state2["history"] == state["history"]
+    for name, value in params_of(again.net).items():
+        np.testing.assert_array_equal(value, saved[name])
+    longer = trainer(settings(3), tmp_path).fit(training.load_state(tmp_path, "fp"))
+    assert [h["epoch"] for h in longer["history"]] == [1, 2, 3]
+
+
+class StopAfter:
+    """A DVCLive stand-in that interrupts training after `epochs` epochs, like Ctrl-C."""
+
+    def __init__(self, epochs):
+        self.left = epochs
+
+    def log_metric(self, key, value):
+        pass
+
+    def next_step(self):
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    straight = trainer(settings(3), tmp_path / "a").fit(training.load_state(tmp_path / "a", "fp"))
+    with pytest.raises(KeyboardInterrupt):
+        trainer(settings(3), tmp_path / "b", live=StopAfter(1)).fit(training.load_state(tmp_path / "b", "fp"))
+    assert training.load_state(tmp_path / "b", "fp")["epoch"] == 1  # epoch 2 never completed
+    resumed = trainer(settings(3), tmp_path / "b").fit(training.load_state(tmp_path / "b", "fp"))
+    assert resumed["epoch"] == 3
+    assert abs(resumed["best_val_top1"] - straight["best_val_top1"]) < 10  # run-to-run noise on 256 videos
+
+
+def test_changed_settings_start_over(tmp_path):
+    trainer(settings(1), tmp_path).fit(training.load_state(tmp_path, "fp"))
+    assert training.load_state(tmp_path, "other")["epoch"] == 0
+    x, y = toy_data(8, 0)
+    np.save(tmp_path / "x.npy", x)
+    p = settings(1)
+    a = training.fingerprint(p, 1, [tmp_path / "x.npy"])
+    assert a == training.fingerprint(settings(5), 1, [tmp_path / "x.npy"])  # epochs may grow
+    assert a != training.fingerprint(settings(1, natt=3), 1, [tmp_path / "x.npy"])
+    assert a != training.fingerprint(p, 2, [tmp_path / "x.npy"])
+
+
+def test_published_model_round_trip(tmp_path):
+    t = trainer(settings(1), tmp_path / "state")
+    state = t.fit(training.load_state(tmp_path / "state", "fp"))
+    training.publish(tmp_path / "state", tmp_path / "model.ckpt", training.model_config(settings(1), (50,)), state)
+    net, config = training.load_model(tmp_path / "model.ckpt", expect={"fc": 1, "natt": 2})
+    assert config["best_epoch"] == 1 and config["feature_dims"] == [50]
+    x = toy_data(4, 3)[0]
+    t.net.set_train(False)
+    net.set_train(False)
+    np.testing.assert_array_equal(net(ms.Tensor(x)).asnumpy(), t.net(ms.Tensor(x)).asnumpy())
