@@ -11,7 +11,7 @@ from attention_clusters.models.extractor import FEATURE_DIM
 
 def run():
     p = params.load()
-    device.init(p.device_target, seed=p.feature.seed)
+    device.init(p.device_target, seed=p.feature.seed, deterministic=True)  # features are data: same bytes every run
     frames = storage.load_npy(paths.noisy_file("train", "frames"), mmap=True)
     labels = storage.load_npy(paths.noisy_file("train", "labels"))
     start = time.perf_counter()

@@ -7,7 +7,7 @@ import mindspore as ms
 _initialised = None  # the device target of the first init() in this process
 
 
-def init(device_target="CPU", seed=None, processes=1):
+def init(device_target="CPU", seed=None, processes=1, deterministic=False):
     """Graph mode on ``device_target`` ("CPU", "GPU", "Ascend"); optionally seed everything.
 
     On CPU the operator thread pool is set to this process's share of the cores it may use
@@ -15,6 +15,10 @@ def init(device_target="CPU", seed=None, processes=1):
     oversubscribes small machines. On GPU/Ascend the device is ``$DEVICE_ID`` (default 0), as
     the rank-table launcher sets it. MindSpore allows the device to be set once per process;
     later calls only re-seed.
+
+    ``deterministic`` runs CPU kernels on one thread: with several, MindSpore 2.10's CPU
+    training kernels (convolution gradients) sum in a varying order and two runs with the same
+    seed differ in the last bits, even with its ``deterministic`` context flag on.
 
     Raises:
         ValueError: a later call asks for a different device target.
@@ -24,7 +28,8 @@ def init(device_target="CPU", seed=None, processes=1):
         ms.set_context(mode=ms.GRAPH_MODE)
         if device_target == "CPU":
             ms.set_device("CPU")
-            ms.device_context.cpu.op_tuning.threads_num(max(1, len(os.sched_getaffinity(0)) // processes))
+            threads = 1 if deterministic else max(1, len(os.sched_getaffinity(0)) // processes)
+            ms.device_context.cpu.op_tuning.threads_num(threads)
         else:
             ms.set_device(device_target, int(os.environ.get("DEVICE_ID", "0")))
         _initialised = device_target
