@@ -70,3 +70,12 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "params.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="mapping"):
         params.load(tmp_path / "params.yaml")
+
+
+def test_exponent_strings_are_numbers():
+    # PyYAML reads 1e-3 (no dot) as a string; `dvc exp run -S lr=1e-3` must still work
+    p = params.validate(with_value("lr", "1e-3"))
+    assert p.lr == 0.001 and isinstance(p.lr, float)
+    assert params.validate(with_value("weight_decay", 0)).weight_decay == 0.0
+    with pytest.raises(UserError, match="lr must be a number > 0, got 'fast'"):
+        params.validate(with_value("lr", "fast"))

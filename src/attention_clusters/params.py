@@ -33,11 +33,22 @@ def _int(low=None, high=None):
 
 def _float(low=0.0, strict=False):
     def check(value):
+        value = _as_float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             return False
         return value > low if strict else value >= low
 
     return check, f"a number {'>' if strict else '>='} {low:g}"
+
+
+def _as_float(value):
+    """YAML 1.1 (PyYAML) reads ``1e-3`` as a string; accept such a string as the number it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _choice(*options):
@@ -124,7 +135,16 @@ def validate(tree, where="params.yaml"):
             raise UserError(f"{where}: missing key '{key}' (expected {allowed})")
         if not check(flat[key]):
             raise UserError(f"{where}: {key} must be {allowed}, got {flat[key]!r}")
+        if allowed.startswith("a number"):
+            _set(tree, key, float(_as_float(flat[key])))
     return _namespace(tree)
+
+
+def _set(tree, key, value):
+    *groups, last = key.split(".")
+    for group in groups:
+        tree = tree[group]
+    tree[last] = value
 
 
 def _namespace(tree):
