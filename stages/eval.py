@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, params, paths, plots, storage, training
+from attention_clusters import batching, cli, device, evaluation, mnist, params, paths, plots, storage, training
 from attention_clusters.models.attention_cluster import AttentionWeights
 
 SHOWN = 4  # test videos in the attention picture
@@ -12,10 +12,9 @@ def run():
     p = params.load()
     device.init(p.device_target)
     net, config = training.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
-    test_x = storage.load_npy(paths.feature_file("test"))
-    test_y = storage.load_npy(paths.flash_file("test", "labels"))
+    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
     logits = batching.predict(net, test_x, training.EVAL_BATCH)
-    provenance = storage.read_json(paths.SOURCE_JSON)
+    provenance = mnist.read_provenance(paths.SOURCE_JSON)
     top1 = evaluation.accuracy(logits, test_y, 1)
     report = {
         "top1": round(top1, 4),

@@ -5,7 +5,7 @@ import time
 import mindspore as ms
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, features, params, paths, storage
+from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
@@ -40,7 +40,7 @@ def run():
             "noisy_test_frames": len(test_labels),
             "train_frames_per_s": round(train_fps),
             "extract_frames_per_s": round(extract_fps),
-            "source": storage.read_json(paths.SOURCE_JSON)["source"],
+            "source": mnist.read_provenance(paths.SOURCE_JSON)["source"],
         },
     )
     return f"Noisy-MNIST test top-1 {top1:.2f} %; trained at {train_fps:,.0f} frames/s, extracted {extracted:,} frames at {extract_fps:,.0f} frames/s"

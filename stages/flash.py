@@ -10,7 +10,7 @@ POOLS = {"train": "train", "val": "train", "test": "test"}  # val videos reuse t
 
 def run():
     p = params.load()
-    provenance = storage.read_json(paths.SOURCE_JSON)
+    provenance = mnist.read_provenance(paths.SOURCE_JSON)
     noise, indexes = synth.load_samplers(paths.SAMPLERS)
     summary = {"source": provenance["source"], "full_mnist": provenance["full_mnist"]}
     for split, pool in POOLS.items():

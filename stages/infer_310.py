@@ -4,25 +4,26 @@ postprocess) through MindSpore (MINDIR, on infer.device) or ONNX Runtime (infer.
 import numpy as np
 from tqdm import tqdm
 
-from attention_clusters import cli, device, errors, evaluation, export, inference, params, paths, storage
+from attention_clusters import cli, device, errors, export, inference, params, paths, storage, training
 from attention_clusters.models.attention_cluster import NUM_CLASSES
 
 
 def run():
     p = params.load()
-    test_x = storage.load_npy(paths.feature_file("test"), mmap=True)
-    test_y = storage.load_npy(paths.flash_file("test", "labels"))
-    batch_size = storage.read_json(paths.METRICS / "export.json")["batch_size"]
-    files = inference.preprocess(test_x, test_y, batch_size, paths.INFER)
+    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
+    eval_predictions = storage.load_npy(paths.PREDICTIONS, ndim=1)
+    batch_size = storage.read_json(paths.METRICS / "export.json").get("batch_size") if (paths.METRICS / "export.json").is_file() else None
+    if batch_size != p.export.batch_size:
+        raise errors.UserError(f"the exported model is for batch {batch_size}, params.yaml says export.batch_size {p.export.batch_size}: run dvc repro export_mindir")
     if p.infer.backend == "onnxruntime":
         runner = export.OnnxRunner(paths.MODEL.with_suffix(".onnx"))
     else:
         device.init(p.infer.device)
         runner = export.MindirRunner(paths.MODEL.with_suffix(".mindir"))
+    files = inference.preprocess(test_x, test_y, batch_size, paths.INFER)
     with tqdm(total=len(files), desc="infer", unit="batch") as bar:
         latencies = inference.run(runner, files, test_x.shape[1:], paths.INFER, progress=bar.update)
     predictions, labels = inference.postprocess(paths.INFER, NUM_CLASSES)
-    eval_predictions = storage.load_npy(paths.PREDICTIONS)
     differ = int((predictions != eval_predictions).sum())
     if differ:
         raise errors.UserError(f"{differ} of {len(labels)} predictions differ from the eval stage's ({paths.PREDICTIONS})")

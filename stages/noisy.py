@@ -7,7 +7,7 @@ from attention_clusters import cli, mnist, params, paths, storage, synth
 
 def run():
     p = params.load()
-    counts = storage.read_json(paths.SOURCE_JSON)["counts"]
+    counts = mnist.read_provenance(paths.SOURCE_JSON)["counts"]
     noise, _ = synth.load_samplers(paths.SAMPLERS)
     sizes = {}
     for split in mnist.SPLITS:

@@ -10,12 +10,10 @@ from attention_clusters import cli, device, distributed, params, paths, storage,
 
 
 def train(p, rank, world_size):
-    train_x = storage.load_npy(paths.feature_file("train"))
-    train_y = storage.load_npy(paths.flash_file("train", "labels"))
-    val_x = storage.load_npy(paths.feature_file("val"))
-    val_y = storage.load_npy(paths.flash_file("val", "labels"))
+    train_x, train_y = training.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"))
+    val_x, val_y = training.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"))
     fp = training.fingerprint(p, world_size, [paths.feature_file("train"), paths.flash_file("train", "labels")])
-    state = training.load_state(paths.TRAIN_STATE, fp)
+    state = training.load_state(paths.TRAIN_STATE, fp, p.epochs)
     live = Live(str(paths.DVCLIVE), resume=state["epoch"] > 0, dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
     log = print if rank == 0 else (lambda line: None)
     trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
@@ -27,7 +25,7 @@ def train(p, rank, world_size):
 
 def run():
     p = params.load()
-    distributed.check_settings(p.distributed)
+    distributed.check_settings(p.distributed, p.device_target)
     if p.distributed.launcher != "none" and not distributed.is_worker():
         distributed.launch(p.distributed, __file__, paths.TRAIN_LOGS)
     else:

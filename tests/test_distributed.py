@@ -58,12 +58,16 @@ def test_rank_table_validation(tmp_path, devices, servers, workers, message):
 
 def test_rank_table_file_errors(tmp_path):
     with pytest.raises(UserError, match="must name an HCCL rank-table"):
-        distributed.check_settings(settings(launcher="rank_table", rank_table=""))
+        distributed.check_settings(settings(launcher="rank_table", rank_table=""), "Ascend")
+    with pytest.raises(UserError, match="rank_table is for Ascend"):
+        distributed.check_settings(settings(launcher="rank_table", rank_table="t.json"), "CPU")
     with pytest.raises(UserError, match="file not found"):
         distributed.read_rank_table(str(tmp_path / "none.json"), 2)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         distributed.read_rank_table(str(tmp_path / "bad.json"), 2)
+    with pytest.raises(UserError, match="cannot read"):
+        distributed.read_rank_table(str(tmp_path), 2)
     (tmp_path / "shape.json").write_text('{"server_list": [{"device": [{"device_id": "x", "rank_id": "0"}]}]}')
     with pytest.raises(UserError, match="integer-valued"):
         distributed.read_rank_table(str(tmp_path / "shape.json"), 1)
@@ -71,8 +75,8 @@ def test_rank_table_file_errors(tmp_path):
 
 def test_workers_need_a_launcher():
     with pytest.raises(UserError, match="distributed.workers is 2 but distributed.launcher is none"):
-        distributed.check_settings(settings(launcher="none"))
-    distributed.check_settings(settings(launcher="none", workers=1))
+        distributed.check_settings(settings(launcher="none"), "CPU")
+    distributed.check_settings(settings(launcher="none", workers=1), "CPU")
 
 
 def test_msrun_and_mpirun_commands(tmp_path):

@@ -71,6 +71,12 @@ def test_folder_source_errors(tmp_path, idx_files):
         (tmp_path / f"{name}.gz").write_bytes(data)  # not actually gzip
     with pytest.raises(UserError, match="not a valid gzip file"):
         mnist.from_folder(tmp_path)
+    name = "train-images-idx3-ubyte"
+    damaged = bytearray(gzip.compress(idx_files[name], mtime=0))
+    damaged[20:40] = bytes(20)  # valid header, corrupt deflate stream
+    (tmp_path / f"{name}.gz").write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match="not a valid gzip file"):
+        mnist.from_folder(tmp_path)
 
 
 def test_write_dataset_checks_before_writing(tmp_path, idx_files):

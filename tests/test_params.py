@@ -42,6 +42,11 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
         ("flash.test_per_label", 0),
         ("mnist.source", ""),
         ("device_target", "TPU"),
+        ("fc", 1.0),
+        ("fc", True),
+        ("weight_decay", 10**400),
+        ("flash.train_per_label", 10**12),
+        ("natt", 10**6),
     ],
 )
 def test_bad_value_names_the_key(key, value):
@@ -77,5 +82,17 @@ def test_exponent_strings_are_numbers():
     p = params.validate(with_value("lr", "1e-3"))
     assert p.lr == 0.001 and isinstance(p.lr, float)
     assert params.validate(with_value("weight_decay", 0)).weight_decay == 0.0
-    with pytest.raises(UserError, match="lr must be a number > 0, got 'fast'"):
+    with pytest.raises(UserError, match=r"lr must be a number > 0 and <= 1e\+06, got 'fast'"):
         params.validate(with_value("lr", "fast"))
+
+
+def test_empty_group_and_odd_files(tmp_path):
+    tree = copy.deepcopy(DEFAULTS)
+    tree["mnist"] = None
+    with pytest.raises(UserError, match="mnist must be a group of keys"):
+        params.validate(tree)
+    (tmp_path / "params.yaml").write_bytes(b"\xff\xfe")
+    with pytest.raises(UserError, match="not UTF-8"):
+        params.load(tmp_path / "params.yaml")
+    with pytest.raises(UserError, match="cannot read"):
+        params.load(tmp_path)

@@ -106,3 +106,15 @@ def test_bad_param_stops_with_one_line(repo):
     assert result.returncode != 0
     assert "train: error: " in result.stderr and "natt must be an integer >= 1, got 0" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_exp_run_with_a_model_parameter(repo):
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "after repro"], repo, check=False)
+    result = run([str(BIN / "dvc"), "exp", "run", "-S", "natt=2"], repo)
+    assert "Running stage 'train'" in result.stdout and "Running stage 'flash'" not in result.stdout
+    report = json.loads((repo / "metrics/eval.json").read_text())
+    assert report["natt"] == 2 and report["test_videos"] == 1024
+    assert json.loads((repo / "metrics/infer.json").read_text())["top1"] == pytest.approx(report["top1"], abs=1e-3)
+    table = run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout
+    assert "natt" in table.splitlines()[0] and len(table.splitlines()) >= 3

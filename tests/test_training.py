@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from attention_clusters import device, training
+from attention_clusters.errors import UserError
 
 device.init("CPU", seed=0)
 
@@ -31,12 +32,16 @@ def trainer(p, state_dir, live=None):
     return training.Trainer(p, x, y, vx, vy, state_dir, live=live, log=lambda line: None)
 
 
+def fit(p, state_dir, live=None):
+    return trainer(p, state_dir, live).fit(training.load_state(state_dir, "fp", p.epochs))
+
+
 def params_of(net):
     return {q.name: q.asnumpy().copy() for q in net.get_parameters()}
 
 
 def test_learns_and_keeps_best_epoch(tmp_path):
-    state = trainer(settings(4), tmp_path).fit(training.load_state(tmp_path, "fp"))
+    state = fit(settings(4), tmp_path)
     assert state["epoch"] == 4 and [h["epoch"] for h in state["history"]] == [1, 2, 3, 4]
     best = max(state["history"], key=lambda h: h["val_top1"])
     assert state["best_epoch"] == best["epoch"] and state["best_val_top1"] == best["val_top1"] > 50  # chance: 1/1024
@@ -47,15 +52,16 @@ def test_learns_and_keeps_best_epoch(tmp_path):
 
 def test_resume_continues_from_the_saved_weights(tmp_path):
     first = trainer(settings(2), tmp_path)
-    state = first.fit(training.load_state(tmp_path, "fp"))
+    state = first.fit(training.load_state(tmp_path, "fp", 2))
     saved = params_of(first.net)
     again = trainer(settings(2), tmp_path)
-    state2 = again.fit(training.load_state(tmp_path, "fp"))  # nothing left to do: only loads
+    state2 = again.fit(training.load_state(tmp_path, "fp", 2))  # nothing left to do: only loads
     assert state2["history"] == state["history"]
     for name, value in params_of(again.net).items():
         np.testing.assert_array_equal(value, saved[name])
-    longer = trainer(settings(3), tmp_path).fit(training.load_state(tmp_path, "fp"))
+    longer = fit(settings(3), tmp_path)
     assert [h["epoch"] for h in longer["history"]] == [1, 2, 3]
+    assert training.load_state(tmp_path, "fp", 2)["epoch"] == 0  # fewer epochs than done: start over
 
 
 class StopAfter:
@@ -74,18 +80,20 @@ class StopAfter:
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
-    straight = trainer(settings(3), tmp_path / "a").fit(training.load_state(tmp_path / "a", "fp"))
+    straight = fit(settings(3), tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        trainer(settings(3), tmp_path / "b", live=StopAfter(1)).fit(training.load_state(tmp_path / "b", "fp"))
-    assert training.load_state(tmp_path / "b", "fp")["epoch"] == 1  # epoch 2 never completed
-    resumed = trainer(settings(3), tmp_path / "b").fit(training.load_state(tmp_path / "b", "fp"))
+        fit(settings(3), tmp_path / "b", live=StopAfter(1))
+    assert training.load_state(tmp_path / "b", "fp", 3)["epoch"] == 1  # epoch 2 never completed
+    resumed = fit(settings(3), tmp_path / "b")
     assert resumed["epoch"] == 3
     assert abs(resumed["best_val_top1"] - straight["best_val_top1"]) < 10  # run-to-run noise on 256 videos
 
 
 def test_changed_settings_start_over(tmp_path):
-    trainer(settings(1), tmp_path).fit(training.load_state(tmp_path, "fp"))
-    assert training.load_state(tmp_path, "other")["epoch"] == 0
+    fit(settings(1), tmp_path)
+    assert training.load_state(tmp_path, "other", 1)["epoch"] == 0
+    (tmp_path / "state.json").write_text("[]")
+    assert training.load_state(tmp_path, "fp", 1)["epoch"] == 0
     x, y = toy_data(8, 0)
     np.save(tmp_path / "x.npy", x)
     p = settings(1)
@@ -97,7 +105,7 @@ def test_changed_settings_start_over(tmp_path):
 
 def test_published_model_round_trip(tmp_path):
     t = trainer(settings(1), tmp_path / "state")
-    state = t.fit(training.load_state(tmp_path / "state", "fp"))
+    state = t.fit(training.load_state(tmp_path / "state", "fp", 1))
     training.publish(tmp_path / "state", tmp_path / "model.ckpt", training.model_config(settings(1), (50,)), state)
     net, config = training.load_model(tmp_path / "model.ckpt", expect={"fc": 1, "natt": 2})
     assert config["best_epoch"] == 1 and config["feature_dims"] == [50]
@@ -105,3 +113,24 @@ def test_published_model_round_trip(tmp_path):
     t.net.set_train(False)
     net.set_train(False)
     np.testing.assert_array_equal(net(ms.Tensor(x)).asnumpy(), t.net(ms.Tensor(x)).asnumpy())
+
+
+def test_batch_larger_than_the_data_is_refused(tmp_path):
+    with pytest.raises(UserError, match="batch_size 2048 is larger than the 1024 training videos"):
+        trainer(settings(1, batch_size=2048), tmp_path)
+
+
+def test_bad_inputs_are_named(tmp_path):
+    np.save(tmp_path / "x.npy", np.zeros((4, 25, 50), np.float32))
+    np.save(tmp_path / "y.npy", np.zeros(5, np.uint16))
+    with pytest.raises(UserError, match="x.npy: expected float32 .N, L, F. features for the 5 labels"):
+        training.load_split(tmp_path / "x.npy", tmp_path / "y.npy")
+    np.save(tmp_path / "y.npy", np.full(4, 1024, np.uint16))
+    with pytest.raises(UserError, match="labels must be integers in 0..1023"):
+        training.load_split(tmp_path / "x.npy", tmp_path / "y.npy")
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="bad.ckpt: unreadable or mismatched checkpoint"):
+        training.load_weights(training.build_model(1, 1), tmp_path / "bad.ckpt")
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(UserError, match="bad.json: expected a JSON object"):
+        training.load_model(tmp_path / "bad.ckpt")

@@ -30,7 +30,7 @@ def is_worker():
     return os.environ.get(WORKER_ENV) == "1"
 
 
-def check_settings(dist):
+def check_settings(dist, device_target):
     """Cross-key checks of the ``distributed`` params group.
 
     Raises:
@@ -39,6 +39,8 @@ def check_settings(dist):
     if dist.launcher == "none" and dist.workers != 1:
         raise UserError(f"params.yaml: distributed.workers is {dist.workers} but distributed.launcher is none; choose msrun, mpirun or rank_table")
     if dist.launcher == "rank_table":
+        if device_target != "Ascend":
+            raise UserError(f"params.yaml: distributed.launcher rank_table is for Ascend (HCCL), but device_target is {device_target}; use msrun")
         read_rank_table(dist.rank_table, dist.workers)
 
 
@@ -64,6 +66,8 @@ def read_rank_table(path, workers):
         raise UserError(f"{where}: file not found") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: cannot read ({getattr(err, 'strerror', None) or err})") from None
     servers = table.get("server_list") if isinstance(table, dict) else None
     if not isinstance(servers, list) or len(servers) != 1 or not isinstance(servers[0], dict):
         raise UserError(f"{where}: expected a server_list with exactly one server (run one launcher per server)")

@@ -1,8 +1,11 @@
 """Exporting the trained Attention Cluster to MINDIR and ONNX, and checking the exports."""
 
+from pathlib import Path
+
 import mindspore as ms
 import numpy as np
 
+from .errors import UserError
 from .storage import atomic_path
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
@@ -28,7 +31,11 @@ class MindirRunner:
     """
 
     def __init__(self, path):
-        self.cell = ms.nn.GraphCell(ms.load(str(path)))
+        _check_exists(path)
+        try:
+            self.cell = ms.nn.GraphCell(ms.load(str(path)))
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"{path}: cannot load the MINDIR ({str(err).strip().splitlines()[0][:120]}); run dvc repro export_mindir") from None
 
     def __call__(self, x):
         return self.cell(ms.Tensor(x)).asnumpy()
@@ -40,11 +47,20 @@ class OnnxRunner:
     def __init__(self, path):
         import onnxruntime
 
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        _check_exists(path)
+        try:
+            self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as err:  # onnxruntime raises its own exception types for bad files
+            raise UserError(f"{path}: cannot load the ONNX model ({type(err).__name__}); run dvc repro export_mindir") from None
         self.input = self.session.get_inputs()[0].name
 
     def __call__(self, x):
         return self.session.run(None, {self.input: x})[0]
+
+
+def _check_exists(path):
+    if not Path(path).is_file():
+        raise UserError(f"{path}: not found (run the export_mindir stage first: dvc repro export_mindir)")
 
 
 def max_abs_difference(runner, net, x):

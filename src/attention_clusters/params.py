@@ -31,14 +31,20 @@ def _int(low=None, high=None):
     return check, text
 
 
-def _float(low=0.0, strict=False):
+def _float(low=0.0, strict=False, high=1e6):
     def check(value):
         value = _as_float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        try:
+            value = float(value)
+        except OverflowError:
+            return False
+        if not math.isfinite(value) or value > high:
             return False
         return value > low if strict else value >= low
 
-    return check, f"a number {'>' if strict else '>='} {low:g}"
+    return check, f"a number {'>' if strict else '>='} {low:g} and <= {high:g}"
 
 
 def _as_float(value):
@@ -52,7 +58,10 @@ def _as_float(value):
 
 
 def _choice(*options):
-    return (lambda value: value in options), "one of " + ", ".join(map(str, options))
+    def check(value):  # type must match too: fc: 1.0 or fc: true is not fc: 1
+        return any(type(value) is type(option) and value == option for option in options)
+
+    return check, "one of " + ", ".join(map(str, options))
 
 
 def _text(empty=False):
@@ -64,47 +73,52 @@ def _text(empty=False):
 # key path -> (check, description of what is allowed)
 SCHEMA = {
     "fc": _choice(1, 2),
-    "natt": _int(1),
+    "natt": _int(1, 4096),
     "lr": _float(0.0, strict=True),
     "weight_decay": _float(0.0),
-    "batch_size": _int(1),
-    "epochs": _int(1),
+    "batch_size": _int(1, 1_000_000),
+    "epochs": _int(1, 100_000),
     "seed": _int(0, 2**32 - 1),
     "device_target": _choice("CPU", "GPU", "Ascend"),
     "mnist.source": _text(),
-    "mnist.timeout_s": _float(0.0, strict=True),
-    "mnist.retries": _int(0),
-    "noisy.train_repeats": _int(1),
-    "noisy.test_repeats": _int(1),
-    "noisy.train_noise": _int(0),
-    "noisy.test_noise": _int(0),
+    "mnist.timeout_s": _float(0.0, strict=True, high=3600),
+    "mnist.retries": _int(0, 100),
+    "noisy.train_repeats": _int(1, 100),
+    "noisy.test_repeats": _int(1, 100),
+    "noisy.train_noise": _int(0, 10_000_000),
+    "noisy.test_noise": _int(0, 10_000_000),
     "noisy.seed": _int(0, 2**32 - 1),
-    "flash.train_per_label": _int(1),
-    "flash.val_per_label": _int(1),
-    "flash.test_per_label": _int(1),
+    "flash.train_per_label": _int(1, 1000),  # 1,000 per label: 20 GB of videos
+    "flash.val_per_label": _int(1, 1000),
+    "flash.test_per_label": _int(1, 1000),
     "flash.preview_videos": _int(1, 64),
     "flash.seed": _int(0, 2**32 - 1),
-    "feature.epochs": _int(1),
+    "feature.epochs": _int(1, 1000),
     "feature.lr": _float(0.0, strict=True),
-    "feature.batch_size": _int(1),
-    "feature.extract_batch_videos": _int(1),
+    "feature.batch_size": _int(1, 1_000_000),
+    "feature.extract_batch_videos": _int(1, 100_000),
     "feature.seed": _int(0, 2**32 - 1),
     "distributed.launcher": _choice("none", "msrun", "mpirun", "rank_table"),
-    "distributed.workers": _int(1),
+    "distributed.workers": _int(1, 4096),
     "distributed.rank_table": _text(empty=True),
     "distributed.master_port": _int(1024, 65535),
-    "export.batch_size": _int(1),
+    "export.batch_size": _int(1, 100_000),
     "infer.device": _choice("CPU", "GPU", "Ascend"),
     "infer.backend": _choice("mindspore", "onnxruntime"),
 }
 
 
-def _flatten(tree, prefix=""):
+GROUPS = sorted({key.split(".")[0] for key in SCHEMA if "." in key})
+
+
+def _flatten(tree, where, prefix=""):
     flat = {}
     for key, value in tree.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, path + "."))
+            flat.update(_flatten(value, where, path + "."))
+        elif path in GROUPS:
+            raise UserError(f"{where}: {path} must be a group of keys ({', '.join(k for k in SCHEMA if k.startswith(path + '.'))})")
         else:
             flat[path] = value
     return flat
@@ -126,7 +140,7 @@ def validate(tree, where="params.yaml"):
     """
     if not isinstance(tree, dict):
         raise UserError(f"{where}: expected a mapping of keys to values at the top level")
-    flat = _flatten(tree)
+    flat = _flatten(tree, where)
     for key in flat:
         if key not in SCHEMA:
             raise UserError(f"{where}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
@@ -159,9 +173,13 @@ def load(path="params.yaml"):
     """
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (run from the repository root)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
     except yaml.YAMLError as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""

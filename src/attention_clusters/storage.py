@@ -22,12 +22,21 @@ def atomic_path(path):
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix writers expect
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _remove_stale(path):
+    """Delete temporaries of ``path`` left by writers that were killed (their pid is gone)."""
+    for tmp in path.parent.glob(f".{path.stem}.tmp-*{path.suffix}"):
+        pid = tmp.name[len(path.stem) + 6 : len(tmp.name) - len(path.suffix)]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            tmp.unlink(missing_ok=True)
 
 
 def atomic_write_bytes(path, data):
@@ -76,15 +85,21 @@ def save_npy(path, array):
             np.save(handle, np.asarray(array), allow_pickle=False)
 
 
-def load_npy(path, mmap=False):
+def load_npy(path, mmap=False, ndim=None):
     """Load a .npy written by this project (never with pickle); ``mmap`` maps it read-only.
 
+    Args:
+        ndim: if given, the number of dimensions the array must have.
+
     Raises:
-        UserError: the file is missing or not a valid .npy.
+        UserError: the file is missing, not a valid numeric .npy, or has the wrong ndim.
     """
     try:
-        return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        array = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (run the earlier stages first: dvc repro)") from None
-    except ValueError as err:
-        raise UserError(f"{path}: not a valid .npy file ({err})") from None
+    except (ValueError, EOFError, OSError):
+        raise UserError(f"{path}: not a valid .npy array file (re-run the stage that writes it: dvc repro -f)") from None
+    if not isinstance(array, np.ndarray) or (ndim is not None and array.ndim != ndim):
+        raise UserError(f"{path}: expected a {ndim}-dimensional array, got shape {getattr(array, 'shape', None)}")
+    return array

@@ -24,7 +24,7 @@ from . import evaluation
 from .batching import predict, run_epoch
 from .errors import UserError
 from .models.attention_cluster import NUM_CLASSES, AttentionCluster
-from .storage import atomic_path, read_json, write_json
+from .storage import atomic_path, load_npy, read_json, write_json
 
 STATE_JSON = "state.json"
 LAST_CKPT = "last.ckpt"
@@ -61,20 +61,41 @@ def fingerprint(p, world_size, data_files):
     return digest.hexdigest()
 
 
-def load_state(state_dir, fp):
-    """The saved training state in ``state_dir`` if its fingerprint is ``fp``, else a fresh one.
+def load_split(features_path, labels_path):
+    """Features and labels of one Flash-MNIST split, checked against each other.
+
+    Returns:
+        ``(x, y)``: float32 (N, L, F) and int (N,) labels in 0..1023.
+
+    Raises:
+        UserError: naming the file, for a wrong ndim or dtype, disagreeing N, or bad labels.
+    """
+    x = load_npy(features_path, ndim=3)
+    y = load_npy(labels_path, ndim=1)
+    if x.dtype != np.float32 or len(x) != len(y) or len(y) == 0:
+        raise UserError(f"{features_path}: expected float32 (N, L, F) features for the {len(y)} labels of {labels_path}, got {x.dtype} {x.shape}")
+    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
+        raise UserError(f"{labels_path}: labels must be integers in 0..{NUM_CLASSES - 1}")
+    return x, y
+
+
+def load_state(state_dir, fp, epochs):
+    """The saved training state in ``state_dir`` if it can continue to ``epochs``, else a fresh one.
+
+    Saved state is reused when its fingerprint is ``fp``, its checkpoints exist and it has not
+    gone past ``epochs`` (a run asked for fewer epochs than were done starts over).
 
     Returns:
         dict with ``fingerprint``, ``epoch`` (last completed, 0 when fresh), ``best_epoch``,
         ``best_val_top1`` and ``history`` (one record per epoch).
     """
-    path = Path(state_dir) / STATE_JSON
-    if path.is_file() and (Path(state_dir) / LAST_CKPT).is_file():
+    state_dir = Path(state_dir)
+    if all((state_dir / name).is_file() for name in (STATE_JSON, LAST_CKPT, BEST_CKPT)):
         try:
-            state = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            state = {}
-        if state.get("fingerprint") == fp:
+            state = json.loads((state_dir / STATE_JSON).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            state = None
+        if isinstance(state, dict) and state.get("fingerprint") == fp and 0 < state.get("epoch", 0) <= epochs:
             return state
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
 
@@ -93,7 +114,11 @@ def load_weights(cell, path):
     """
     if not Path(path).is_file():
         raise UserError(f"{path}: checkpoint not found (run the training stage first)")
-    missing, _ = ms.load_param_into_net(cell, ms.load_checkpoint(str(path)), strict_load=True)
+    try:
+        missing, _ = ms.load_param_into_net(cell, ms.load_checkpoint(str(path)), strict_load=True)
+    except (ValueError, RuntimeError, TypeError) as err:
+        reason = str(err).strip().splitlines()[0][:160]
+        raise UserError(f"{path}: unreadable or mismatched checkpoint ({reason})") from None
     if missing:
         raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of this network, e.g. {missing[0]}")
 
@@ -121,6 +146,12 @@ class Trainer:
         self.p, self.rank, self.world_size = p, rank, world_size
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.state_dir, self.live, self.log = Path(state_dir), live, log
+        shard = len(train_y) // world_size
+        if shard < p.batch_size:
+            raise UserError(
+                f"params.yaml: batch_size {p.batch_size} is larger than the {shard} training videos per worker; "
+                "lower batch_size (or distributed.workers)"
+            )
         self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
         loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         optimizer = nn.Adam(self.net.trainable_params(), learning_rate=p.lr, weight_decay=p.weight_decay)
@@ -204,7 +235,11 @@ def load_model(model_path, expect=None):
     Raises:
         UserError: the JSON or checkpoint is missing, or the config disagrees with ``expect``.
     """
-    config = read_json(Path(model_path).with_suffix(".json"))
+    config_path = Path(model_path).with_suffix(".json")
+    config = read_json(config_path)
+    keys = ("fc", "natt", "feature_dims", "num_classes")
+    if not isinstance(config, dict) or not all(key in config for key in keys):
+        raise UserError(f"{config_path}: expected a JSON object with {', '.join(keys)} (re-run training)")
     for key, value in (expect or {}).items():
         if config.get(key) != value:
             raise UserError(f"{model_path}: trained with {key}={config.get(key)}, but params.yaml says {key}={value}; re-run training")
