@@ -187,7 +187,7 @@ class _Follower:
 
 
 def _stop(procs):
-    for proc, log in procs:
+    for proc, _ in procs:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
     for proc, log in procs:

@@ -11,7 +11,6 @@ are unchanged; ``epochs`` may grow to continue a finished run.
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from pathlib import Path
