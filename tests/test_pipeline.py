@@ -104,7 +104,7 @@ def test_bad_param_stops_with_one_line(repo):
     finally:
         set_params(repo, natt=1)
     assert result.returncode != 0
-    assert "train: error: " in result.stderr and "natt must be an integer >= 1, got 0" in result.stderr
+    assert "train: error: " in result.stderr and "natt must be an integer in 1..4096, got 0" in result.stderr
     assert "Traceback" not in result.stderr
 
 
