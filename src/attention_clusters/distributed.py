@@ -149,6 +149,8 @@ def launch(dist, script, log_dir, poll_s=1.0):
                 raise UserError(f"distributed training failed (launcher exit {codes[failed[0]]}); see {log}")
             if all(code == 0 for code in codes):
                 follow.echo()
+                for _, log in procs:
+                    log.close()
                 return
             time.sleep(poll_s)
     except KeyboardInterrupt:
