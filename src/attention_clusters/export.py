@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import mindspore as ms
+import mindspore.onnx  # noqa: F401 (ms.onnx.export)
 import numpy as np
 
 from .errors import UserError
@@ -21,7 +22,10 @@ def export(net, batch_size, length, feature_dim, path, file_format):
     net.set_train(False)
     example = ms.Tensor(np.zeros((batch_size, length, feature_dim), np.float32))
     with atomic_path(path) as tmp:
-        ms.export(net, example, file_name=str(tmp), file_format=file_format)
+        if file_format == "ONNX":
+            ms.onnx.export(net, example, file_name=str(tmp))
+        else:
+            ms.export(net, example, file_name=str(tmp), file_format=file_format)
 
 
 class MindirRunner:
