@@ -12,9 +12,12 @@ def run():
     p = params.load()
     test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
     eval_predictions = storage.load_npy(paths.PREDICTIONS, ndim=1)
-    batch_size = storage.read_json(paths.METRICS / "export.json").get("batch_size") if (paths.METRICS / "export.json").is_file() else None
-    if batch_size != p.export.batch_size:
-        raise errors.UserError(f"the exported model is for batch {batch_size}, params.yaml says export.batch_size {p.export.batch_size}: run dvc repro export_mindir")
+    if len(eval_predictions) != len(test_y):
+        raise errors.UserError(f"{paths.PREDICTIONS}: {len(eval_predictions)} predictions for {len(test_y)} test videos; run dvc repro eval")
+    exported = storage.read_json(paths.METRICS / "export.json")
+    batch_size = p.export.batch_size
+    if not isinstance(exported, dict) or exported.get("batch_size") != batch_size:
+        raise errors.UserError(f"the exported model is not for export.batch_size {batch_size} (metrics/export.json); run dvc repro export_mindir")
     if p.infer.backend == "onnxruntime":
         runner = export.OnnxRunner(paths.MODEL.with_suffix(".onnx"))
     else:
