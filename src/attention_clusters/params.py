@@ -28,7 +28,7 @@ def _int(low=None, high=None):
         text += f" in {low}..{high}"
     elif low is not None:
         text += f" >= {low}"
-    return check, text
+    return check, text, None
 
 
 def _float(low=0.0, strict=False, high=1e6):
@@ -44,7 +44,7 @@ def _float(low=0.0, strict=False, high=1e6):
             return False
         return value > low if strict else value >= low
 
-    return check, f"a number {'>' if strict else '>='} {low:g} and <= {high:g}"
+    return check, f"a number {'>' if strict else '>='} {low:g} and <= {high:g}", lambda value: float(_as_float(value))
 
 
 def _as_float(value):
@@ -61,16 +61,16 @@ def _choice(*options):
     def check(value):  # type must match too: fc: 1.0 or fc: true is not fc: 1
         return any(type(value) is type(option) and value == option for option in options)
 
-    return check, "one of " + ", ".join(map(str, options))
+    return check, "one of " + ", ".join(map(str, options)), None
 
 
 def _text(empty=False):
     if empty:
-        return (lambda value: isinstance(value, str)), "a string (may be empty)"
-    return (lambda value: isinstance(value, str) and value.strip() != ""), "a non-empty string"
+        return (lambda value: isinstance(value, str)), "a string (may be empty)", None
+    return (lambda value: isinstance(value, str) and value.strip() != ""), "a non-empty string", None
 
 
-# key path -> (check, description of what is allowed)
+# key path -> (check, description of what is allowed, converter of an accepted value or None)
 SCHEMA = {
     "fc": _choice(1, 2),
     "natt": _int(1, 4096),
@@ -144,13 +144,13 @@ def validate(tree, where="params.yaml"):
     for key in flat:
         if key not in SCHEMA:
             raise UserError(f"{where}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
-    for key, (check, allowed) in SCHEMA.items():
+    for key, (check, allowed, convert) in SCHEMA.items():
         if key not in flat:
             raise UserError(f"{where}: missing key '{key}' (expected {allowed})")
         if not check(flat[key]):
             raise UserError(f"{where}: {key} must be {allowed}, got {flat[key]!r}")
-        if allowed.startswith("a number"):
-            _set(tree, key, float(_as_float(flat[key])))
+        if convert is not None:
+            _set(tree, key, convert(flat[key]))
     return _namespace(tree)
 
 
