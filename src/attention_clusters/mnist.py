@@ -111,12 +111,26 @@ def decode_labels(data, name):
     return labels
 
 
-def check_split(images, labels, split):
-    """Raise :class:`UserError` unless a split's image and label counts agree and are non-empty."""
+def decode_split(image_bytes, label_bytes, split, where=""):
+    """Decode and check one split's IDX image and label bytes.
+
+    Args:
+        where: folder prefix for the file names in error messages.
+
+    Returns:
+        ``(images, labels)``: uint8 (N, 28, 28) and uint8 (N,).
+
+    Raises:
+        UserError: a file is corrupt, the counts disagree, or the split is empty.
+    """
+    image_name, label_name = FILES[split]
+    images = decode_images(image_bytes, f"{where}{image_name}")
+    labels = decode_labels(label_bytes, f"{where}{label_name}")
     if len(images) != len(labels):
         raise UserError(f"MNIST {split}: {len(images)} images but {len(labels)} labels")
     if len(images) == 0:
         raise UserError(f"MNIST {split}: no digits")
+    return images, labels
 
 
 def read_split(folder, split):
@@ -128,11 +142,9 @@ def read_split(folder, split):
     Raises:
         UserError: a file is missing or corrupt.
     """
+    folder = Path(folder)
     image_name, label_name = FILES[split]
-    images = decode_images(_read(Path(folder) / image_name), Path(folder) / image_name)
-    labels = decode_labels(_read(Path(folder) / label_name), Path(folder) / label_name)
-    check_split(images, labels, split)
-    return images, labels
+    return decode_split(_read(folder / image_name), _read(folder / label_name), split, where=f"{folder}/")
 
 
 def _read(path):
@@ -147,10 +159,6 @@ def _gunzip(data, name):
         return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as err:
         raise UserError(f"{name}: not a valid gzip file ({err})") from None
-
-
-def _decode_file(name, raw):
-    return decode_images(raw, name) if "images" in name else decode_labels(raw, name)
 
 
 def from_folder(folder):
@@ -308,12 +316,11 @@ def write_dataset(files, description, out_dir):
     Raises:
         UserError: a file is corrupt or the counts disagree.
     """
-    decoded = {name: _decode_file(name, files[name]) for name in GZ_MD5}
     counts = {}
     for split in SPLITS:
         image_name, label_name = FILES[split]
-        check_split(decoded[image_name], decoded[label_name], split)
-        counts[split] = len(decoded[label_name])
+        _, labels = decode_split(files[image_name], files[label_name], split)
+        counts[split] = len(labels)
     digests = {name: sha256(files[name]) for name in GZ_MD5}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
