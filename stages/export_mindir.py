@@ -18,8 +18,7 @@ def run():
     for file_format, suffix in export.FORMATS.items():
         path = paths.MODEL.with_suffix(suffix)
         export.export(net, p.export.batch_size, length, feature_dim, path, file_format)
-        runner = export.MindirRunner(path) if file_format == "MINDIR" else export.OnnxRunner(path)
-        report[f"{file_format.lower()}_max_abs_diff"] = export.max_abs_difference(runner, net, batch)
+        report[f"{file_format.lower()}_max_abs_diff"] = export.max_abs_difference(export.load_runner(path), net, batch)
     storage.write_json(paths.METRICS / "export.json", report)
     worst = max(report["mindir_max_abs_diff"], report["onnx_max_abs_diff"])
     return f"wrote {paths.MODEL.with_suffix('.mindir')} and .onnx (batch {p.export.batch_size}); max |export - checkpoint| {worst:.2e}"

@@ -2,10 +2,9 @@
 
 import time
 
-import mindspore as ms
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage
+from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage, training
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
@@ -17,8 +16,7 @@ def run():
     start = time.perf_counter()
     extractor, classifier = features.train_extractor(frames, labels, p.feature.epochs, p.feature.lr, p.feature.batch_size, p.feature.seed)
     train_fps = p.feature.epochs * len(frames) / (time.perf_counter() - start)
-    with storage.atomic_path(paths.EXTRACTOR) as tmp:
-        ms.save_checkpoint(extractor, str(tmp))
+    training.save_checkpoint(extractor, paths.EXTRACTOR)
 
     test_frames = storage.load_npy(paths.noisy_file("test", "frames"))
     test_labels = storage.load_npy(paths.noisy_file("test", "labels"))

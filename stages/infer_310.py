@@ -18,11 +18,10 @@ def run():
     batch_size = p.export.batch_size
     if not isinstance(exported, dict) or exported.get("batch_size") != batch_size:
         raise errors.UserError(f"the exported model is not for export.batch_size {batch_size} (metrics/export.json); run dvc repro export_mindir")
-    if p.infer.backend == "onnxruntime":
-        runner = export.OnnxRunner(paths.MODEL.with_suffix(".onnx"))
-    else:
+    file_format = "ONNX" if p.infer.backend == "onnxruntime" else "MINDIR"
+    if file_format == "MINDIR":
         device.init(p.infer.device)
-        runner = export.MindirRunner(paths.MODEL.with_suffix(".mindir"))
+    runner = export.load_runner(paths.MODEL.with_suffix(export.FORMATS[file_format]))
     files = inference.preprocess(test_x, test_y, batch_size, paths.INFER)
     with tqdm(total=len(files), desc="infer", unit="batch") as bar:
         latencies = inference.run(runner, files, test_x.shape[1:], paths.INFER, progress=bar.update)

@@ -29,7 +29,8 @@ def test_exports_match_checkpoint(checkpoint):
     for file_format, suffix in export.FORMATS.items():
         path = checkpoint.with_suffix(suffix)
         export.export(net, 16, 25, 50, path, file_format)
-        runner = export.MindirRunner(path) if file_format == "MINDIR" else export.OnnxRunner(path)
+        runner = export.load_runner(path)
+        assert isinstance(runner, export.MindirRunner if file_format == "MINDIR" else export.OnnxRunner)
         got = runner(x)
         assert got.shape == (16, 1024)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=file_format)

@@ -62,6 +62,11 @@ class OnnxRunner:
         return self.session.run(None, {self.input: x})[0]
 
 
+def load_runner(path):
+    """A :class:`MindirRunner` or :class:`OnnxRunner` for an exported file, chosen by its suffix."""
+    return MindirRunner(path) if Path(path).suffix == FORMATS["MINDIR"] else OnnxRunner(path)
+
+
 def _check_exists(path):
     if not Path(path).is_file():
         raise UserError(f"{path}: not found (run the export_mindir stage first: dvc repro export_mindir)")

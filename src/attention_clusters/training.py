@@ -99,10 +99,10 @@ def load_state(state_dir, fp, epochs):
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
 
 
-def save_checkpoint(cell, path, extra=None):
-    """``mindspore.save_checkpoint`` written atomically (``extra``: dict stored in the file)."""
+def save_checkpoint(cell, path):
+    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically."""
     with atomic_path(path) as tmp:
-        ms.save_checkpoint(cell, str(tmp), append_dict=extra)
+        ms.save_checkpoint(cell, str(tmp))
 
 
 def load_weights(cell, path):
