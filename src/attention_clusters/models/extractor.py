@@ -12,10 +12,11 @@ Why matrix products: MindSpore 2.10's bundled oneDNN runs NCHW float32 convoluti
 reference kernel on AVX-512 CPUs (``jit_uni_ncsp:conv+ref``, 20-40x slower than its AVX2
 path), and its max-pool gradient is slow on every CPU. Here each "conv + 2x2 max-pool" block
 (:class:`ConvMaxPool`) is four products with banded (Toeplitz) weight matrices, one per
-position in the pooling window, and the max of four is taken with
-``max(a, b) = b + relu(a - b)``, whose gradient is cheap elementwise arithmetic. Rows are
-picked by a constant 0/1 matrix rather than a gather, whose scatter-add gradient sums in a
-varying order on several threads: so training is bit-reproducible on any thread count.
+position in the pooling window; in training the max of four is taken as
+``max(a, b) = b + relu(a - b)``, whose gradient is cheap elementwise arithmetic. Where an input
+gradient is needed, rows are picked by a constant 0/1 matrix rather than a gather, whose
+scatter-add gradient sums in a varying order on several threads, and dropout masks come from
+:class:`SeededDropout`: so training is bit-reproducible on any thread count.
 bench/speed.py measures this against the plain layers and PyTorch.
 """
 
@@ -25,6 +26,8 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 from mindspore.common.initializer import Uniform, initializer
+
+from .dropout import SeededDropout
 
 FEATURE_DIM = 50
 EXTRACTOR_KERNELS = "banded matmul"  # how the convolutions run (no oneDNN convolution kernel); in feature metrics
@@ -42,9 +45,10 @@ def _dense(fan_in, fan_out):
     return nn.Dense(fan_in, fan_out, weight_init=bound, bias_init=bound)
 
 
-def _max(a, b):
-    """Elementwise max(a, b) as ``b + relu(a - b)`` (exact; ties send the gradient to b)."""
-    return b + ops.relu(a - b)
+def _max(a, b, training):
+    """Elementwise max(a, b). In training ``b + relu(a - b)``: its gradient is two cheap
+    elementwise ops where MindSpore's Maximum gradient is a slow Select (equal up to rounding)."""
+    return b + ops.relu(a - b) if training else ops.maximum(a, b)
 
 
 def row_selectors(side, k=KERNEL):
@@ -92,7 +96,7 @@ class ConvMaxPool(nn.Cell):
     Input float32 (N, side, side*cin); output float32 (N, P, P*cout), P = (side - k + 1) // 2.
     """
 
-    def __init__(self, side, cin, cout, k=KERNEL):
+    def __init__(self, side, cin, cout, k=KERNEL, input_grad=True):
         super().__init__()
         if (side - k + 1) % 2:
             raise ValueError(f"ConvMaxPool needs an even conv output, got side {side} and kernel {k}")
@@ -100,7 +104,10 @@ class ConvMaxPool(nn.Cell):
         self.bias = _uniform(cin * k * k, (cout,))
         self.side, self.cin, self.cout, self.k = side, cin, cout, k
         self.half = (side - k + 1) // 2
-        self.rows = [ms.Tensor(sel) for sel in row_selectors(side, k)]
+        self.input_grad = input_grad
+        selectors = row_selectors(side, k)
+        self.rows = [ms.Tensor(sel) for sel in selectors]
+        self.row_index = [ms.Tensor(sel.argmax(axis=1).astype(np.int32)) for sel in selectors]
         self.shifts = [ms.Tensor(shift) for shift in column_shifts(side, k)]
 
     def banded(self, shift):
@@ -110,15 +117,26 @@ class ConvMaxPool(nn.Cell):
         t = ops.matmul(taps, shift).reshape(k, cin, cout, side, half)  # (di, ci, co, col, q)
         return t.transpose(0, 3, 1, 4, 2).reshape(k * side * cin, half * cout)
 
+    def windows(self, x, par):
+        """The k input rows under each conv output row of parity ``par``: (N*P, k*W*Cin).
+
+        A gather where no input gradient is needed; else a product with the 0/1 selector,
+        whose gradient (a product too) sums in a fixed order, unlike a gather's scatter-add.
+        """
+        if self.input_grad and self.training:
+            win = ops.matmul(self.rows[par], x)
+        else:
+            win = ops.gather(x, self.row_index[par], 1)
+        return win.reshape(x.shape[0] * self.half, self.k * self.side * self.cin)
+
     def construct(self, x):
-        n = x.shape[0]
         bands = [self.banded(shift) for shift in self.shifts]
         pooled = []
-        for rows in self.rows:
-            win = ops.matmul(rows, x).reshape(n * self.half, self.k * self.side * self.cin)
-            pooled.append(_max(ops.matmul(win, bands[0]), ops.matmul(win, bands[1])))
-        y = _max(pooled[0], pooled[1]).reshape(n, self.half, self.half, self.cout) + self.bias
-        return y.reshape(n, self.half, self.half * self.cout)
+        for par in range(2):
+            win = self.windows(x, par)
+            pooled.append(_max(ops.matmul(win, bands[0]), ops.matmul(win, bands[1]), self.training))
+        y = ops.bias_add(_max(pooled[0], pooled[1], self.training), ops.tile(self.bias, (self.half,)))
+        return y.reshape(x.shape[0], self.half, self.half * self.cout)
 
 
 class FrameExtractor(nn.Cell):
@@ -126,11 +144,11 @@ class FrameExtractor(nn.Cell):
 
     def __init__(self, dropout=0.5):
         super().__init__()
-        self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10)
+        self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10, input_grad=False)  # frames need no gradient
         self.conv2 = ConvMaxPool((FRAME_SIDE - KERNEL + 1) // 2, 10, 20)
         self.fc1 = _dense(320, FEATURE_DIM)
-        self.dropout = nn.Dropout(p=dropout)
-        self.channel_dropout = nn.Dropout(p=dropout)  # applied to a per-(frame, channel) mask
+        self.dropout = SeededDropout(dropout)
+        self.channel_dropout = SeededDropout(dropout, per_channel=True)
         self.relu = nn.ReLU()
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
@@ -143,10 +161,7 @@ class FrameExtractor(nn.Cell):
         n = frames.shape[0]
         x = self.relu(self.conv1(frames.reshape(n, FRAME_SIDE, FRAME_SIDE)))
         x = self.conv2(x)  # (N, 4, 4*20)
-        x = x.reshape(n, x.shape[1] * x.shape[1], self.conv2.cout)
-        if self.training:
-            x = x * self.channel_dropout(ops.ones((n, 1, self.conv2.cout), ms.float32))
-        return x
+        return self.channel_dropout(x.reshape(n, x.shape[1] * x.shape[1], self.conv2.cout))
 
     def construct(self, frames):
         x = self.relu(self.maps(frames))

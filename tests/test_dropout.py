@@ -1,0 +1,38 @@
+"""SeededDropout: inverted-dropout arithmetic, per-channel masks, eval identity, fixed masks per seed."""
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from attention_clusters import device
+from attention_clusters.models.dropout import SeededDropout
+
+device.init("CPU", seed=0)
+
+
+def test_elementwise_masks_scale_kept_values_and_differ_between_steps():
+    x = ms.Tensor(np.arange(1, 1 + 8 * 30 * 20, dtype=np.float32).reshape(8, 30, 20))
+    layer = SeededDropout(0.25)
+    layer.set_train(True)
+    first, second = layer(x).asnumpy(), layer(x).asnumpy()
+    kept = first != 0
+    np.testing.assert_allclose(first[kept], x.asnumpy()[kept] / 0.75, rtol=1e-6)
+    assert 0.70 < kept.mean() < 0.80
+    assert (kept != (second != 0)).any()
+
+
+def test_per_channel_masks_drop_whole_channels_and_eval_is_identity():
+    x = ms.Tensor(np.ones((16, 12, 20), np.float32))
+    layer = SeededDropout(0.5, per_channel=True)
+    layer.set_train(True)
+    out = layer(x).asnumpy()
+    assert set(np.unique(out)) <= {0.0, 2.0}
+    assert (out == out[:, :1, :]).all()  # one draw per (frame, channel)
+    layer.set_train(False)
+    np.testing.assert_array_equal(layer(x).asnumpy(), x.asnumpy())
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.0])
+def test_probability_outside_range_is_refused(p):
+    with pytest.raises(ValueError, match="dropout probability"):
+        SeededDropout(p)
