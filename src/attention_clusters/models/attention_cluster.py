@@ -15,6 +15,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal, Uniform
 
+from .dropout import SeededDropout
+
 NUM_CLASSES = 1024
 HIDDEN = 128  # width of the fc=2 scoring layer
 NORM_EPS = 1e-12  # guards the L2 normalisation of an all-zero vector
@@ -76,7 +78,7 @@ class AttentionCluster(nn.Cell):
     def __init__(self, feature_dims=(50,), natt=1, fc=1, num_classes=NUM_CLASSES, dropout=0.5):
         super().__init__()
         self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc) for dim in feature_dims])
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = SeededDropout(dropout)
         self.classifier = _dense(natt * sum(feature_dims), num_classes)
 
     def construct(self, *streams):
