@@ -130,8 +130,9 @@ def test_forward_is_not_on_a_slow_kernel_path():
     """Extractor forward vs a plain matmul of the SPEC 5 network's FLOPs, in one process.
 
     The SPEC 5 layers cost about 0.96 MFLOP per frame (conv1 288k, conv2 640k, dense 32k);
-    the banded products here do about 3.3 times that, at matmul speed, so the ratio is ~3-5.
-    A convolution on a reference kernel (oneDNN on AVX-512: 20-40x) pushes it far past 15.
+    the banded products here do about 3.3 times that, in smaller products than one square
+    matmul: measured 4-10 on a 2-core Xeon (AVX-512 and AVX2). MindSpore's nn.Conv2d on
+    oneDNN's reference kernel (AVX-512) measured 420.
     """
     frames = 1600
     flops = frames * 2 * (24 * 24 * 25 * 10 + 8 * 8 * 250 * 20 + 320 * 50)
@@ -142,4 +143,4 @@ def test_forward_is_not_on_a_slow_kernel_path():
     net.set_train(False)
     x = ms.Tensor(features.normalise(np.random.default_rng(1).integers(0, 256, (frames, 28, 28), dtype=np.uint8)))
     ratio = best_seconds(lambda: net(x).asnumpy()) / best_seconds(lambda: matmul(a, a).asnumpy())
-    assert ratio < 15, f"extractor forward is {ratio:.1f}x a matmul of the same FLOPs (expected ~3-5)"
+    assert ratio < 30, f"extractor forward is {ratio:.1f}x a matmul of the same FLOPs (expected 4-10)"
