@@ -23,7 +23,7 @@ from . import evaluation
 from .batching import predict, run_epoch
 from .errors import UserError
 from .models.attention_cluster import NUM_CLASSES, AttentionCluster
-from .storage import atomic_path, load_npy, read_json, write_json
+from .storage import atomic_path, load_npy, read_json, reserve, write_json
 
 STATE_JSON = "state.json"
 LAST_CKPT = "last.ckpt"
@@ -100,8 +100,14 @@ def load_state(state_dir, fp, epochs):
 
 
 def save_checkpoint(cell, path):
-    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically."""
-    with atomic_path(path) as tmp:
+    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically.
+
+    Its size is reserved on disk first, so a full disk or read-only folder is one
+    :class:`UserError` line before MindSpore writes anything.
+    """
+    size = sum(param.data.nbytes for param in cell.get_parameters())
+    with atomic_path(path, size) as tmp:
+        reserve(tmp.with_suffix(".tmp"), size)  # where MindSpore writes before renaming to tmp
         ms.save_checkpoint(cell, str(tmp))
 
 
