@@ -11,6 +11,7 @@ Sources (``mnist.source`` in params.yaml):
 
 import gzip
 import hashlib
+import http.client
 import sys
 import time
 import zlib
@@ -152,6 +153,8 @@ def _read(path):
         return path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def _gunzip(data, name):
@@ -165,13 +168,15 @@ def from_folder(folder):
     """Raw bytes of the four files from a local folder holding them gzip-compressed or raw.
 
     Args:
-        folder: path; each file may be named ``<name>`` or ``<name>.gz``.
+        folder: path; each file may be named ``<name>`` or ``<name>.gz``; where both are
+            present they must hold the same digits.
 
     Returns:
         dict file name -> raw (decompressed) IDX bytes.
 
     Raises:
-        UserError: the folder or a file is missing, or a .gz does not decompress.
+        UserError: the folder or a file is missing, a .gz does not decompress, or a raw file
+        and its .gz differ (naming both).
     """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
@@ -181,25 +186,30 @@ def from_folder(folder):
     files = {}
     for name in GZ_MD5:
         raw, gz = folder / name, folder / f"{name}.gz"
-        if raw.is_file():
-            files[name] = raw.read_bytes()
-        elif gz.is_file():
-            files[name] = _gunzip(gz.read_bytes(), gz)
-        else:
+        found = [_read(raw) if raw.is_file() else None, _gunzip(_read(gz), gz) if gz.is_file() else None]
+        if found == [None, None]:
             raise UserError(f"{folder}: missing {name} (or {name}.gz)")
+        if None not in found and found[0] != found[1]:
+            raise UserError(f"{raw} and {gz} hold different data; keep only one of them")
+        files[name] = found[0] if found[0] is not None else found[1]
     return files
 
 
+# what one download can fail with: connection, timeout, HTTP status, a short or garbled answer
+DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
 def _fetch(url, timeout_s, retries):
+    """Bytes of ``url``, tried ``retries`` extra times; raises OSError naming the URL and why."""
     last = None
     for attempt in range(retries + 1):
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return response.read()
-        except (urllib.error.URLError, OSError) as err:
+        except DOWNLOAD_ERRORS as err:
             last = err
             time.sleep(min(2**attempt, 5) if attempt < retries else 0)
-    raise OSError(f"{url}: {last}")
+    raise OSError(f"{url}: {type(last).__name__}: {last}")
 
 
 def from_mirrors(timeout_s, retries, mirrors=None):
