@@ -3,14 +3,16 @@
 import sys
 import time
 
+from . import inputs
 from .errors import UserError
 
 
 def main(stage, run):
-    """Run ``run()`` for the named stage; a :class:`UserError` becomes one line on stderr.
+    """Check the stage's inputs, then run ``run()``; a :class:`UserError` becomes one line on stderr.
 
     Args:
-        stage: stage name used in the messages, e.g. ``"flash"``.
+        stage: the stage's name in dvc.yaml, e.g. ``"flash"``: its deps are checked first
+            (:func:`inputs.check`), so a missing input stops it before any work.
         run: a callable taking no arguments that returns a one-line summary string.
 
     Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C; any other exception is a
@@ -18,6 +20,7 @@ def main(stage, run):
     """
     start = time.perf_counter()
     try:
+        inputs.check(stage)
         summary = run()
     except UserError as err:
         print(f"{stage}: error: {err}", file=sys.stderr)
