@@ -102,7 +102,8 @@ def test_two_workers_end_identical_and_learn(tmp_path, monkeypatch, launcher):
         info = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert info["world_size"] == 2
         assert info["losses"][-1] < info["losses"][0] - 0.05
-    assert (tmp_path / "state" / "last.ckpt").is_file()  # rank 0 wrote the state
+    saved = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert (tmp_path / "state" / saved["last"]).is_file()  # rank 0 wrote the state
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
