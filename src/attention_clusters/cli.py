@@ -1,5 +1,6 @@
 """Entry-point wrapper shared by every ``stages/<stage>.py`` script."""
 
+import signal
 import sys
 import time
 
@@ -15,9 +16,11 @@ def main(stage, run):
             (:func:`inputs.check`), so a missing input stops it before any work.
         run: a callable taking no arguments that returns a one-line summary string.
 
-    Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C; any other exception is a
-    bug in this project and keeps its traceback.
+    Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C or SIGTERM (both raise
+    ``KeyboardInterrupt``, so cleanup code runs: temporaries are removed, workers stopped); any
+    other exception is a bug in this project and keeps its traceback.
     """
+    signal.signal(signal.SIGTERM, _interrupt)
     start = time.perf_counter()
     try:
         inputs.check(stage)
@@ -29,3 +32,8 @@ def main(stage, run):
         print(f"{stage}: interrupted", file=sys.stderr)
         sys.exit(130)
     print(f"{stage}: {summary} ({time.perf_counter() - start:.1f} s)")
+
+
+def _interrupt(signum, frame):
+    """SIGTERM handler: stop the way Ctrl-C does."""
+    raise KeyboardInterrupt
