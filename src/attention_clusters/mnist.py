@@ -178,11 +178,7 @@ def from_folder(folder):
         UserError: the folder or a file is missing, a .gz does not decompress, or a raw file
         and its .gz differ (naming both).
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UserError(
-            f"mnist.source: '{folder}' is not a folder (expected auto, embedded or a folder with the four MNIST files)"
-        )
+    folder = _source_folder(folder)
     files = {}
     for name in GZ_MD5:
         raw, gz = folder / name, folder / f"{name}.gz"
@@ -197,6 +193,41 @@ def from_folder(folder):
 
 # what one download can fail with: connection, timeout, HTTP status, a short or garbled answer
 DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
+def _source_folder(source):
+    """``mnist.source`` as an existing folder path.
+
+    Raises:
+        UserError: it is not a folder.
+    """
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise UserError(
+            f"mnist.source: '{folder}' is not a folder (expected auto, embedded or a folder with the four MNIST files)"
+        )
+    return folder
+
+
+def source_digest(source):
+    """What identifies the content of an ``mnist.source``, without downloading anything.
+
+    For a folder: its absolute path and the SHA-256 of each MNIST file found there (raw or
+    .gz), so that replacing the files changes the digest. For ``auto`` and ``embedded``: the
+    name alone.
+
+    Returns:
+        a JSON-able dict (the check stage writes it for DVC to see as a dependency of
+        download_mnist).
+
+    Raises:
+        UserError: the source is a path but not a folder, or a file cannot be read.
+    """
+    if source in ("auto", "embedded"):
+        return {"source": source}
+    folder = _source_folder(source).resolve()
+    candidates = [folder / stem for name in GZ_MD5 for stem in (name, f"{name}.gz")]
+    return {"source": str(folder), "sha256": {path.name: sha256(_read(path)) for path in candidates if path.is_file()}}
 
 
 def _fetch(url, timeout_s, retries):
