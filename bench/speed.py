@@ -1,113 +1,164 @@
-"""Speed benchmark: prints figures and ratios measured in this run, on this machine.
+"""Speed benchmark: figures and ratios measured in this run, on this machine, under two CPU ISAs.
 
-1. Attention Cluster training steps (samples/s, batch 64) of the batched model against a naive
-   implementation of the same formula that loops over the attention units in Python (the
-   reference implementations' slow path), at (fc=1, natt=8) and (fc=2, natt=128).
-2. The frame extractor: training frames/s (batch 64) and extraction frames/s (eval mode).
+Every figure is measured twice, each time in a fresh child process: with the CPU's own ISA
+(``ONEDNN_MAX_CPU_ISA`` unset; AVX-512 where the CPU has it) and with ``ONEDNN_MAX_CPU_ISA=AVX2``
+(an AVX2-only host, emulated; oneDNN reads the variable when it loads). Per ISA, against a
+baseline measured in the same child:
 
-Usage: python bench/speed.py [--steps N]
+1. Attention Cluster training samples/s (batch 64) at fc=1 natt=8 and fc=2 natt=128: ours
+   (all units in one batched product) against the per-unit Python loop of the reference code.
+2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
+   frames a pass, as the feature stage runs): ours (banded matrix products) against the plain
+   ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
+3. The same networks in PyTorch (CPU), when installed (``pip install -r
+   bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
+4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
+   (one epoch) and 3,072,000 frames extracted.
+
+Usage: python bench/speed.py [--steps N] [--isa native avx2]
 """
 
 import argparse
-import math
+import json
+import os
+import subprocess
+import sys
 import time
 
-import mindspore as ms
 import numpy as np
-from mindspore import nn, ops
-
-from attention_clusters import device, features
-from attention_clusters.models.attention_cluster import NUM_CLASSES, AttentionCluster
-from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
 
 BATCH = 64
+EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
+AC_CONFIGS = ((1, 8), (2, 128))
+FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
+ISAS = {"native": None, "avx2": "AVX2"}
 
 
-class LoopUnit(nn.Cell):
-    """One attention unit with its own scorer, as in the per-unit reference code."""
+def host():
+    """One line naming this CPU: model, family/model numbers, cores, widest vector ISA."""
+    from attention_clusters import device
 
-    def __init__(self, feature_dim, fc, natt):
-        super().__init__()
-        if fc == 1:
-            self.score = nn.Dense(feature_dim, 1)
-        else:
-            self.score = nn.SequentialCell([nn.Dense(feature_dim, 128), nn.Tanh(), nn.Dense(128, 1)])
-        std = math.sqrt(1 / math.sqrt(natt))
-        self.w = ms.Parameter(ms.Tensor(np.random.normal(0, std, 1).astype(np.float32)))
-        self.b = ms.Parameter(ms.Tensor(np.random.normal(0, std, 1).astype(np.float32)))
-        self.scale = 1 / math.sqrt(natt)
-        self.softmax = nn.Softmax(axis=1)
-
-    def construct(self, x):
-        a = self.softmax(self.score(x))  # (N, L, 1)
-        o = self.w * (a * x).sum(axis=1) + self.b  # (N, F)
-        return o / ops.maximum(ops.sqrt((o * o).sum(axis=-1, keepdims=True)), 1e-12) * self.scale
+    info = device.cpu()
+    return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-class LoopAttentionCluster(nn.Cell):
-    """Same formula as AttentionCluster, one Python-level unit at a time."""
+def train_rate(net, loss, x, y, steps, lr=1e-3):
+    """MindSpore training samples/s: ``steps`` Adam steps on one batch after a compiling step."""
+    import mindspore as ms
+    from mindspore import nn
 
-    def __init__(self, feature_dim, natt, fc):
-        super().__init__()
-        self.units = nn.CellList([LoopUnit(feature_dim, fc, natt) for _ in range(natt)])
-        self.dropout = nn.Dropout(p=0.5)
-        self.classifier = nn.Dense(natt * feature_dim, NUM_CLASSES)
-
-    def construct(self, x):
-        outs = []
-        for unit in self.units:
-            outs.append(unit(x))
-        return self.classifier(self.dropout(ops.concat(outs, axis=-1)))
-
-
-def samples_per_s(net, x, y, steps):
-    loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), nn.Adam(net.trainable_params(), 1e-3))
+    step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), nn.Adam(net.trainable_params(), lr))
     step.set_train(True)
     xs, ys = ms.Tensor(x), ms.Tensor(y)
-    step(xs, ys)  # compile
+    step(xs, ys)
     start = time.perf_counter()
     for _ in range(steps):
         step(xs, ys)
     return steps * len(x) / (time.perf_counter() - start)
 
 
-def extractor_speed(steps):
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (BATCH * steps, 28, 28), dtype=np.uint8)
-    labels = rng.integers(0, 11, BATCH * steps).astype(np.int32)
-    classifier = NoisyMnistClassifier(FrameExtractor())
-    step = nn.TrainOneStepCell(nn.WithLossCell(classifier, nn.NLLLoss()), nn.Adam(classifier.trainable_params(), 1e-3))
-    step.set_train(True)
-    step(ms.Tensor(features.normalise(frames[:BATCH])), ms.Tensor(labels[:BATCH]))
+def extract_rate(extractor, videos):
+    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``."""
+    from attention_clusters import features
+
+    out = np.empty(videos.shape[:2] + (50,), np.float32)
+    features.extract(extractor, videos[:EXTRACT_VIDEOS], out[:EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="warm-up")
     start = time.perf_counter()
-    for lo in range(0, len(frames), BATCH):
-        step(ms.Tensor(features.normalise(frames[lo : lo + BATCH])), ms.Tensor(labels[lo : lo + BATCH]))
-    train = len(frames) / (time.perf_counter() - start)
-    videos = rng.integers(0, 256, (256, 25, 28, 28), dtype=np.uint8)
-    out = np.empty((256, 25, 50), np.float32)
-    features.extract(classifier.extractor, videos[:64], out[:64], 64, desc="warm-up")
-    start = time.perf_counter()
-    features.extract(classifier.extractor, videos, out, 64, desc="extract")
-    return train, videos.shape[0] * 25 / (time.perf_counter() - start)
+    features.extract(extractor, videos, out, EXTRACT_VIDEOS, desc="extract")
+    return videos.shape[0] * videos.shape[1] / (time.perf_counter() - start)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50, help="timed training steps per configuration")
-    args = parser.parse_args()
+def measure(steps):
+    """Every figure of one ISA setting (run in a child process): dict name -> rate."""
+    from mindspore import nn
+
+    from attention_clusters import device, features
+    from attention_clusters.models.attention_cluster import NUM_CLASSES, AttentionCluster
+    from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
+    from baselines import LoopAttentionCluster, PlainFrameExtractor
+
     device.init("CPU", seed=0)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((BATCH, 25, 50)).astype(np.float32)
     y = rng.integers(0, NUM_CLASSES, BATCH).astype(np.int32)
-    print(f"Attention Cluster training, batch {BATCH}, samples/s (higher is better)")
-    print(f"{'fc':>3} {'natt':>5} {'batched':>10} {'unit loop':>10} {'ratio':>7}")
-    for fc, natt in ((1, 8), (2, 128)):
-        fast = samples_per_s(AttentionCluster((50,), natt=natt, fc=fc), x, y, args.steps)
-        slow = samples_per_s(LoopAttentionCluster(50, natt, fc), x, y, max(5, args.steps // 5))
-        print(f"{fc:>3} {natt:>5} {fast:>10,.0f} {slow:>10,.0f} {fast / slow:>6.1f}x", flush=True)
-    train, extract = extractor_speed(args.steps * 4)
-    print(f"frame extractor: training {train:,.0f} frames/s (batch {BATCH}), extraction {extract:,.0f} frames/s")
+    ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+    out = {}
+    for fc, natt in AC_CONFIGS:
+        out[f"ac_{fc}_{natt}"] = train_rate(AttentionCluster((50,), natt=natt, fc=fc), ce, x, y, steps)
+        out[f"ac_{fc}_{natt}_baseline"] = train_rate(LoopAttentionCluster(50, natt, fc), ce, x, y, max(5, steps // 5))
+    frames = features.normalise(rng.integers(0, 256, (BATCH, 28, 28), dtype=np.uint8))
+    labels = rng.integers(0, 11, BATCH).astype(np.int32)
+    out["extractor_train"] = train_rate(NoisyMnistClassifier(FrameExtractor()), nn.NLLLoss(), frames, labels, steps * 4)
+    out["extractor_train_baseline"] = train_rate(NoisyMnistClassifier(PlainFrameExtractor()), nn.NLLLoss(), frames, labels, max(3, steps // 5))
+    videos = rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
+    out["extract"] = extract_rate(FrameExtractor(), videos)
+    out["extract_baseline"] = extract_rate(PlainFrameExtractor(), videos[:EXTRACT_VIDEOS])
+    try:
+        import torch_models
+    except ImportError:
+        return out
+    torch_rates = torch_models.figures(steps, len(os.sched_getaffinity(0)), AC_CONFIGS, BATCH, EXTRACT_VIDEOS * 25)
+    out.update({f"{key}_torch": value for key, value in torch_rates.items()})
+    return out
+
+
+def run_child(isa, steps):
+    """Run :func:`measure` in a fresh process with ``ONEDNN_MAX_CPU_ISA`` set for ``isa``."""
+    env = dict(os.environ)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if ISAS[isa]:
+        env["ONEDNN_MAX_CPU_ISA"] = ISAS[isa]
+    cmd = [sys.executable, __file__, "--child", "--steps", str(steps)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"bench child for ISA {isa} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def table(rates):
+    """pandas DataFrame: one row per figure, ours / baseline / PyTorch and the two ratios."""
+    import pandas as pd
+
+    names = {f"ac_{fc}_{natt}": f"Attention Cluster training fc={fc} natt={natt}, samples/s" for fc, natt in AC_CONFIGS}
+    names["extractor_train"] = f"extractor training (batch {BATCH}), frames/s"
+    names["extract"] = f"extraction ({EXTRACT_VIDEOS * 25:,} frames a pass), frames/s"
+    rows = []
+    for key, name in names.items():
+        ours, base, torch = rates[key], rates[f"{key}_baseline"], rates.get(f"{key}_torch")
+        rows.append(
+            {
+                "figure": name,
+                "ours": f"{ours:,.0f}",
+                "baseline": f"{base:,.0f}",
+                "ours/baseline": f"{ours / base:.1f}x",
+                "PyTorch": f"{torch:,.0f}" if torch else "-",
+                "ours/PyTorch": f"{ours / torch:.2f}x" if torch else "-",
+            }
+        )
+    return pd.DataFrame(rows).set_index("figure")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=50, help="timed Attention Cluster steps (extractor: 4x)")
+    parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if args.child:
+        print(json.dumps(measure(args.steps)))
+        return
+    print(f"host: {host()}")
+    print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
+    for isa in args.isa:
+        rates = run_child(isa, args.steps)
+        label = "the CPU's own" if ISAS[isa] is None else f"ONEDNN_MAX_CPU_ISA={ISAS[isa]}"
+        print(f"\n== ISA: {label} ==")
+        if "ac_1_8_torch" not in rates:
+            print("PyTorch not installed: its columns are skipped (pip install -r bench/requirements-torch.txt)")
+        print(table(rates).to_string())
+        seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]
+        print(f"feature stage at full MNIST size (extractor training + extraction): about {seconds / 60:.1f} minutes")
 
 
 if __name__ == "__main__":

@@ -5,12 +5,12 @@ import time
 import numpy as np
 
 from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage, training
-from attention_clusters.models.extractor import FEATURE_DIM
+from attention_clusters.models.extractor import EXTRACTOR_KERNELS, FEATURE_DIM
 
 
 def run():
     p = params.load()
-    device.init(p.device_target, seed=p.feature.seed, deterministic=True)  # features are data: same bytes every run
+    device.init(p.device_target, seed=p.feature.seed)  # bit-reproducible on any thread count (see models/extractor.py)
     frames = storage.load_npy(paths.noisy_file("train", "frames"), mmap=True)
     labels = storage.load_npy(paths.noisy_file("train", "labels"))
     start = time.perf_counter()
@@ -39,6 +39,8 @@ def run():
             "train_frames_per_s": round(train_fps),
             "extract_frames_per_s": round(extract_fps),
             "source": mnist.read_provenance(paths.SOURCE_JSON)["source"],
+            "cpu": device.cpu(),
+            "kernels": EXTRACTOR_KERNELS,
         },
     )
     return f"Noisy-MNIST test top-1 {top1:.2f} %; trained at {train_fps:,.0f} frames/s, extracted {extracted:,} frames at {extract_fps:,.0f} frames/s"

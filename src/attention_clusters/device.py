@@ -7,6 +7,28 @@ import mindspore as ms
 _initialised = None  # the device target of the first init() in this process
 
 
+def cpu():
+    """What this host's CPU offers the kernels: a dict for metrics and benchmark headers.
+
+    Keys: ``model`` (the /proc/cpuinfo model name with family and model numbers), ``cores``
+    (usable by this process), ``isa`` ("avx512", "avx2" or "older": the widest x86 vector set
+    the CPU has) and ``onednn_max_cpu_isa`` (the user's cap for oneDNN, "unset" by default).
+    Values are "?" where /proc/cpuinfo is unreadable (non-Linux).
+    """
+    info = {}
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = info.get("flags", "").split()
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older" if flags else "?"
+    model = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
+    return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")}
+
+
 def init(device_target="CPU", seed=None, processes=1, deterministic=False):
     """Graph mode on ``device_target`` ("CPU", "GPU", "Ascend"); optionally seed everything.
 
