@@ -109,7 +109,7 @@ def test_bad_param_stops_with_one_line(repo):
     finally:
         set_params(repo, natt=1)
     assert result.returncode != 0
-    assert "train: error: " in result.stderr and "natt must be an integer in 1..4096, got 0" in result.stderr
+    assert "check: error: params.yaml: natt must be an integer in 1..4096, got 0" in result.stderr  # before train starts
     assert "Traceback" not in result.stderr
 
 
