@@ -107,7 +107,7 @@ print(json.dumps({"shape": list(eager.shape), "max_diff": float(np.abs(eager - g
 def pinned(package):
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         if line.startswith(f"{package}=="):
-            return line.split("==")[1].strip()
+            return line.split("#")[0].split("==")[1].strip()
     return None
 
 
