@@ -12,7 +12,7 @@ def run():
     p = params.load()
     device.init(p.device_target)
     net, config = training.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
-    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
+    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"), sum(config["feature_dims"]))
     logits = batching.predict(net, test_x, training.EVAL_BATCH)
     provenance = mnist.read_provenance(paths.SOURCE_JSON)
     top1 = evaluation.accuracy(logits, test_y, 1)

@@ -4,23 +4,25 @@ With ``distributed.launcher`` set, this script starts its own workers through th
 (see attention_clusters.distributed) and each worker runs the training below.
 """
 
-from dvclive import Live
+import contextlib
 
 from attention_clusters import cli, device, distributed, params, paths, storage, training
+from attention_clusters.live_log import LiveLog
+from attention_clusters.models.extractor import FEATURE_DIM
 
 
 def train(p, rank, world_size):
-    train_x, train_y = training.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"))
-    val_x, val_y = training.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"))
+    train_x, train_y = training.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"), FEATURE_DIM)
+    val_x, val_y = training.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"), FEATURE_DIM)
     fp = training.fingerprint(p, world_size, [paths.feature_file("train"), paths.flash_file("train", "labels")])
     state = training.load_state(paths.TRAIN_STATE, fp, p.epochs)
-    live = Live(str(paths.DVCLIVE), resume=state["epoch"] > 0, dvcyaml=False, save_dvc_exp=False) if rank == 0 else None
-    log = print if rank == 0 else (lambda line: None)
-    trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
-    state = trainer.fit(state)
-    if rank == 0:
-        live.end()
-        training.publish(paths.TRAIN_STATE, paths.MODEL, training.model_config(p, (train_x.shape[2],)), state)
+    with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
+        log = print if rank == 0 else (lambda line: None)
+        trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
+        state = trainer.fit(state)
+        if rank == 0:
+            live.commit()  # complete outputs also when no epoch was left to run
+            training.publish(paths.TRAIN_STATE, paths.MODEL, training.model_config(p, (train_x.shape[2],)), state)
 
 
 def run():

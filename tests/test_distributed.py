@@ -1,10 +1,19 @@
 import json
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import psutil
 import pytest
 
+import attention_clusters
 from attention_clusters import distributed
 from attention_clusters.errors import UserError
 from conftest import ROOT
@@ -102,7 +111,8 @@ def test_two_workers_end_identical_and_learn(tmp_path, monkeypatch, launcher):
         info = json.loads((tmp_path / f"rank{r}.json").read_text())
         assert info["world_size"] == 2
         assert info["losses"][-1] < info["losses"][0] - 0.05
-    assert (tmp_path / "state" / "last.ckpt").is_file()  # rank 0 wrote the state
+    saved = json.loads((tmp_path / "state" / "state.json").read_text())
+    assert (tmp_path / "state" / saved["last"]).is_file()  # rank 0 wrote the state
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
@@ -114,3 +124,72 @@ def test_dead_worker_fails_the_job_with_its_log(tmp_path, monkeypatch, capsys, l
         distributed.launch(settings(launcher=launcher, master_port=8132), WORKER, tmp_path / "logs")
     assert "rank 1 dies on purpose" in capsys.readouterr().err
     assert not (tmp_path / "rank0.npz").exists()
+
+
+FAKE_LAUNCHER = str(ROOT / "tests" / "fake_launcher.py")
+DRIVER = str(ROOT / "tests" / "launch_driver.py")
+SRC = str(Path(attention_clusters.__file__).parents[1])  # the package under test
+
+
+def fake_msrun(monkeypatch, pidfile, scheduler_s, worker_s):
+    argv = [sys.executable, FAKE_LAUNCHER, str(pidfile), str(scheduler_s), str(worker_s)]
+    monkeypatch.setattr(distributed, "worker_commands", lambda dist, script, log_dir: [(argv, {})])
+
+
+def started_pids(pidfile, count=2, timeout_s=30):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        pids = [int(line) for line in pidfile.read_text().split()] if pidfile.exists() else []
+        if len(pids) >= count:
+            return pids
+        time.sleep(0.1)
+    raise AssertionError(f"workers did not start within {timeout_s} s")
+
+
+def running(pid):
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_busy_scheduler_port_is_one_line_within_seconds(tmp_path, monkeypatch):
+    fake_msrun(monkeypatch, tmp_path / "pids", 1, 20)  # without the check: 20 s of waiting workers
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        start = time.monotonic()
+        with pytest.raises(UserError) as err:
+            distributed.launch(settings(master_port=port), WORKER, tmp_path / "logs")
+    assert time.monotonic() - start < 5 and not (tmp_path / "pids").exists()
+    assert str(err.value) == (
+        f"distributed.master_port: 127.0.0.1:{port} is already in use (Address already in use); "
+        "stop what listens there or choose a free port: -S distributed.master_port=<port>"
+    )
+
+
+def test_scheduler_exit_ends_the_job_and_its_workers(tmp_path, monkeypatch):
+    fake_msrun(monkeypatch, tmp_path / "pids", 1, 120)
+    monkeypatch.setattr(distributed, "SCHEDULER_GRACE_S", 1)
+    start = time.monotonic()
+    with pytest.raises(UserError, match=r"^distributed: the scheduler on 127.0.0.1:8133 \(distributed.master_port\) exited while the workers waited"):
+        distributed.launch(settings(master_port=8133), WORKER, tmp_path / "logs")
+    assert time.monotonic() - start < 30
+    assert not any(running(pid) for pid in started_pids(tmp_path / "pids"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_launcher_stops_every_worker(tmp_path, signum):
+    (tmp_path / "dvc.yaml").write_text("stages:\n  launch:\n    cmd: python launch_driver.py\n")
+    pidfile = tmp_path / "pids"
+    env = dict(os.environ, PYTHONPATH=SRC)
+    driver = subprocess.Popen([sys.executable, DRIVER, str(pidfile), "8134"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        pids = started_pids(pidfile)
+        driver.send_signal(signum)
+        _, err = driver.communicate(timeout=60)
+    finally:
+        driver.kill()
+    assert driver.returncode == 130 and err.strip().splitlines()[-1] == "launch: interrupted"
+    assert not any(running(pid) for pid in pids), "workers outlived the stage"

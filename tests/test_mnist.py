@@ -147,3 +147,64 @@ def test_auto_falls_back_to_embedded_loudly(monkeypatch, capsys):
     description, files = mnist.acquire("auto", timeout_s=1, retries=0)
     assert description.startswith("embedded") and files == mnist.embedded()
     assert "NO MNIST MIRROR ANSWERED" in capsys.readouterr().err
+
+
+class _ShortRead(http.server.BaseHTTPRequestHandler):
+    """A mirror that promises 100,000 bytes, sends 10 and closes the connection."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"0123456789")
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_mirror_closing_mid_file_moves_on_to_the_next(mirror, idx_files, monkeypatch, capsys):
+    url, folder = mirror
+    short = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ShortRead)
+    threading.Thread(target=short.serve_forever, daemon=True).start()
+    short_url = f"http://127.0.0.1:{short.server_address[1]}/"
+    try:
+        md5 = {name: hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest() for name in idx_files}
+        monkeypatch.setattr(mnist, "GZ_MD5", md5)
+        assert mnist.from_mirrors(2, 0, mirrors=(short_url, url)) == (url, idx_files)
+        err = capsys.readouterr().err
+        assert f"mirror failed: {short_url}train-images-idx3-ubyte.gz: IncompleteRead: IncompleteRead(10 bytes read, 99990 more expected)" in err
+        monkeypatch.setattr(mnist, "MIRRORS", (short_url,))
+        description, files = mnist.acquire("auto", timeout_s=2, retries=0)
+        assert description.startswith("embedded") and len(files) == 4
+    finally:
+        short.shutdown()
+
+
+def test_raw_and_gz_of_one_file_must_agree(tmp_path, idx_files):
+    for name, data in idx_files.items():
+        (tmp_path / name).write_bytes(data)
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data))
+    assert mnist.from_folder(tmp_path) == idx_files  # the same digits twice: fine
+    name = "t10k-labels-idx1-ubyte"
+    other = mnist.encode_labels(np.zeros(20, np.uint8))
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(other))
+    with pytest.raises(UserError) as err:
+        mnist.from_folder(tmp_path)
+    assert str(err.value) == f"{tmp_path / name} and {tmp_path / name}.gz hold different data; keep only one of them"
+
+
+def test_source_digest_changes_with_the_folder_content(tmp_path, idx_files):
+    for name, data in idx_files.items():
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+    first = mnist.source_digest(str(tmp_path))
+    assert first["source"] == str(tmp_path.resolve()) and len(first["sha256"]) == 4
+    name = "t10k-labels-idx1-ubyte"
+    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(mnist.encode_labels(np.zeros(20, np.uint8)), mtime=0))
+    second = mnist.source_digest(str(tmp_path))
+    assert second["sha256"][f"{name}.gz"] != first["sha256"][f"{name}.gz"]
+    assert {k: v for k, v in second["sha256"].items() if k != f"{name}.gz"} == {k: v for k, v in first["sha256"].items() if k != f"{name}.gz"}
+    assert mnist.source_digest("auto") == {"source": "auto"}  # no download
+    with pytest.raises(UserError, match="is not a folder"):
+        mnist.source_digest(str(tmp_path / "nowhere"))

@@ -1,10 +1,18 @@
 """The Attention Cluster forward pass against a plain-numpy transcription of SPEC 6."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+import attention_clusters
 from attention_clusters import device
 from attention_clusters.models.attention_cluster import AttentionCluster, AttentionWeights
+from conftest import ROOT
 
 device.init("CPU", seed=0)
 
@@ -74,3 +82,41 @@ def test_bad_shape_arguments():
         AttentionCluster((50,), natt=2, fc=3)
     with pytest.raises(ValueError, match="natt"):
         AttentionCluster((50,), natt=0, fc=1)
+
+
+EAGER = """
+import json, sys
+import mindspore as ms
+import numpy as np
+from attention_clusters import training
+ms.set_device("CPU")  # PyNative: MindSpore's default mode, as in a notebook
+ms.set_seed(0)
+training.save_checkpoint(training.build_model(2, 4), sys.argv[1])
+config = {"fc": 2, "natt": 4, "feature_dims": [50], "num_classes": 1024}
+open(sys.argv[1][:-5] + ".json", "w").write(json.dumps(config))
+net, _ = training.load_model(sys.argv[1])
+net.set_train(False)
+x = ms.Tensor(np.random.default_rng(0).standard_normal((3, 25, 50)).astype(np.float32))
+eager = net(x).asnumpy()
+ms.set_context(mode=ms.GRAPH_MODE)
+graph = net(x).asnumpy()
+print(json.dumps({"shape": list(eager.shape), "max_diff": float(np.abs(eager - graph).max())}))
+"""
+
+
+def pinned(package):
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        if line.startswith(f"{package}=="):
+            return line.split("#")[0].split("==")[1].strip()
+    return None
+
+
+@pytest.mark.skipif(np.__version__ != pinned("numpy"), reason=f"numpy {np.__version__} is not the pinned {pinned('numpy')}: run test.sh (it installs the pins)")
+def test_checkpoint_runs_eagerly_in_pynative_mode(tmp_path):
+    """A user loads our checkpoint in MindSpore's default (PyNative) mode and runs it."""
+    env = dict(os.environ, PYTHONPATH=str(Path(attention_clusters.__file__).parents[1]))
+    result = subprocess.run([sys.executable, "-c", EAGER, str(tmp_path / "model.ckpt")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "compiled using NumPy 1.x" not in result.stderr and "Numpy init failed" not in result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["shape"] == [3, 1024] and report["max_diff"] < 1e-5

@@ -96,3 +96,19 @@ def test_empty_group_and_odd_files(tmp_path):
         params.load(tmp_path / "params.yaml")
     with pytest.raises(UserError, match="cannot read"):
         params.load(tmp_path)
+
+
+
+@pytest.mark.parametrize(
+    "text, key, line",
+    [
+        ("fc: 1\nnatt: 1\nnatt: 8\n", "natt", 3),
+        ("mnist:\n  source: auto\n  retries: 1\n  source: embedded\n", "source", 4),
+    ],
+)
+def test_duplicate_key_is_refused_with_its_name(tmp_path, text, key, line):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError) as err:
+        params.load(path)
+    assert str(err.value) == f"{path}: key '{key}' appears twice (again at line {line}); keep one"

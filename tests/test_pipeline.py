@@ -1,7 +1,9 @@
 """One tiny end-to-end `dvc repro` of the whole pipeline on the embedded MNIST subset."""
 
+import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT
+from attention_clusters import mnist
+from conftest import ROOT, synthetic_split
 
 BIN = Path(sys.executable).parent
 
@@ -91,7 +94,9 @@ def test_export_and_infer_agree_with_eval(repo):
 
 
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):
-    assert "Data and pipelines are up to date" in run([str(BIN / "dvc"), "repro"], repo).stdout
+    again = run([str(BIN / "dvc"), "repro"], repo).stdout
+    assert re.findall(r"Running stage '(\w+)'", again) == ["check"]  # the stage that always runs
+    assert "Stage 'download_mnist' didn't change, skipping" in again
     run([str(BIN / "dvc"), "repro", "-f", "-s", "flash"], repo)
     status = run([str(BIN / "dvc"), "status", "flash"], repo).stdout
     assert "changed outs" not in status, status
@@ -104,7 +109,7 @@ def test_bad_param_stops_with_one_line(repo):
     finally:
         set_params(repo, natt=1)
     assert result.returncode != 0
-    assert "train: error: " in result.stderr and "natt must be an integer in 1..4096, got 0" in result.stderr
+    assert "check: error: params.yaml: natt must be an integer in 1..4096, got 0" in result.stderr  # before train starts
     assert "Traceback" not in result.stderr
 
 
@@ -118,3 +123,41 @@ def test_exp_run_with_a_model_parameter(repo):
     assert json.loads((repo / "metrics/infer.json").read_text())["top1"] == pytest.approx(report["top1"], abs=1e-3)
     table = run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout
     assert "natt" in table.splitlines()[0] and len(table.splitlines()) >= 3
+
+
+def test_exp_run_with_a_value_validation_refuses_records_no_experiment(repo):
+    before = run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout
+    params = (repo / "params.yaml").read_text()
+    try:
+        for override in ("fc=true", "natt=1.0", "+nat=32"):
+            result = run([str(BIN / "dvc"), "exp", "run", "-S", override], repo, check=False)
+            assert "check: error: params.yaml: " in result.stderr and "Ran experiment" not in result.stdout, override
+            (repo / "params.yaml").write_text(params)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    assert run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout == before
+
+
+def write_mnist_folder(folder, seed):
+    folder.mkdir(exist_ok=True)
+    for split, n in (("train", 60), ("test", 20)):
+        images, labels = synthetic_split(n, seed + n)
+        image_name, label_name = mnist.FILES[split]
+        (folder / f"{image_name}.gz").write_bytes(gzip.compress(mnist.encode_images(images), mtime=0))
+        (folder / f"{label_name}.gz").write_bytes(gzip.compress(mnist.encode_labels(labels), mtime=0))
+
+
+def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):
+    folder = tmp_path / "mnist"
+    write_mnist_folder(folder, seed=0)
+    set_params(repo, **{"mnist.source": str(folder)})
+    try:
+        run([str(BIN / "dvc"), "repro", "download_mnist"], repo)
+        first = json.loads((repo / "data/mnist/source.json").read_text())["sha256"]
+        write_mnist_folder(folder, seed=1)  # other valid MNIST files, same names
+        again = run([str(BIN / "dvc"), "repro", "download_mnist"], repo).stdout
+        assert "Running stage 'download_mnist'" in again
+        assert json.loads((repo / "data/mnist/source.json").read_text())["sha256"] != first
+    finally:
+        set_params(repo, **{"mnist.source": "embedded"})
+        run([str(BIN / "dvc"), "repro", "download_mnist"], repo)

@@ -46,8 +46,9 @@ def test_learns_and_keeps_best_epoch(tmp_path):
     best = max(state["history"], key=lambda h: h["val_top1"])
     assert state["best_epoch"] == best["epoch"] and state["best_val_top1"] == best["val_top1"] > 50  # chance: 1/1024
     assert state["history"][-1]["train_loss"] < state["history"][0]["train_loss"]
-    assert json.loads((tmp_path / "state.json").read_text())["epoch"] == 4
-    assert {p.name for p in tmp_path.iterdir()} >= {"state.json", "last.ckpt", "best.ckpt"}
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["epoch"] == 4 and saved["last"] == "last-00004.ckpt" and saved["best"] == f"best-{best['epoch']:05d}.ckpt"
+    assert {p.name for p in tmp_path.iterdir()} == {"state.json", saved["last"], saved["best"]}
 
 
 def test_resume_continues_from_the_saved_weights(tmp_path):
@@ -65,18 +66,18 @@ def test_resume_continues_from_the_saved_weights(tmp_path):
 
 
 class StopAfter:
-    """A DVCLive stand-in that interrupts training after `epochs` epochs, like Ctrl-C."""
+    """A LiveLog stand-in that interrupts training after `epochs` epochs, like Ctrl-C."""
 
     def __init__(self, epochs):
         self.left = epochs
 
-    def log_metric(self, key, value):
-        pass
-
-    def next_step(self):
+    def log(self, record):
         self.left -= 1
         if self.left < 0:
             raise KeyboardInterrupt
+
+    def commit(self):
+        pass
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
@@ -134,3 +135,40 @@ def test_bad_inputs_are_named(tmp_path):
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="bad.json: expected a JSON object"):
         training.load_model(tmp_path / "bad.ckpt")
+
+
+def test_kill_between_checkpoint_and_state_resumes_without_an_extra_epoch(tmp_path, monkeypatch):
+    """A process killed after writing epoch 3's checkpoint but before its state.json."""
+    write_json = training.write_json
+
+    def killed_at_epoch_3(path, obj):
+        if path.name == "state.json" and obj["epoch"] == 3:
+            raise KeyboardInterrupt
+        write_json(path, obj)
+
+    monkeypatch.setattr(training, "write_json", killed_at_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(settings(3), tmp_path)
+    monkeypatch.setattr(training, "write_json", write_json)
+    assert training.load_state(tmp_path, "fp", 3)["epoch"] == 2
+    state = fit(settings(3), tmp_path)
+    last = max(tmp_path.glob("last*.ckpt"), key=lambda path: path.stat().st_mtime)
+    steps_per_epoch = 1024 // 32
+    assert state["epoch"] == 3
+    assert int(ms.load_checkpoint(str(last))["global_step"].asnumpy().reshape(-1)[0]) == 3 * steps_per_epoch
+
+
+def test_live_log_publishes_only_committed_epochs_and_replays_history(tmp_path):
+    from attention_clusters.live_log import LiveLog
+
+    out = tmp_path / "dvclive"
+    records = [{"epoch": k, "train_loss": 1.0 / k, "val_top1": 10.0 * k} for k in (1, 2, 3)]
+    with LiveLog(out, records[:2]) as live:
+        assert not out.exists()  # nothing committed yet
+        live.commit()
+        live.log(records[2])  # logged, not committed: the published files keep two epochs
+        assert json.loads((out / "metrics.json").read_text()) == {"train_loss": 0.5, "val_top1": 20.0, "step": 1}
+        assert (out / "plots/metrics/val_top1.tsv").read_text().splitlines() == ["step\tval_top1", "0\t10.0", "1\t20.0"]
+        live.commit()
+    assert json.loads((out / "metrics.json").read_text())["step"] == 2
+    assert len((out / "plots/metrics/train_loss.tsv").read_text().splitlines()) == 4

@@ -1,23 +1,29 @@
 """Entry-point wrapper shared by every ``stages/<stage>.py`` script."""
 
+import signal
 import sys
 import time
 
+from . import inputs
 from .errors import UserError
 
 
 def main(stage, run):
-    """Run ``run()`` for the named stage; a :class:`UserError` becomes one line on stderr.
+    """Check the stage's inputs, then run ``run()``; a :class:`UserError` becomes one line on stderr.
 
     Args:
-        stage: stage name used in the messages, e.g. ``"flash"``.
+        stage: the stage's name in dvc.yaml, e.g. ``"flash"``: its deps are checked first
+            (:func:`inputs.check`), so a missing input stops it before any work.
         run: a callable taking no arguments that returns a one-line summary string.
 
-    Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C; any other exception is a
-    bug in this project and keeps its traceback.
+    Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C or SIGTERM (both raise
+    ``KeyboardInterrupt``, so cleanup code runs: temporaries are removed, workers stopped); any
+    other exception is a bug in this project and keeps its traceback.
     """
+    signal.signal(signal.SIGTERM, _interrupt)
     start = time.perf_counter()
     try:
+        inputs.check(stage)
         summary = run()
     except UserError as err:
         print(f"{stage}: error: {err}", file=sys.stderr)
@@ -26,3 +32,8 @@ def main(stage, run):
         print(f"{stage}: interrupted", file=sys.stderr)
         sys.exit(130)
     print(f"{stage}: {summary} ({time.perf_counter() - start:.1f} s)")
+
+
+def _interrupt(signum, frame):
+    """SIGTERM handler: stop the way Ctrl-C does."""
+    raise KeyboardInterrupt

@@ -7,22 +7,34 @@ non-zero with the failed rank's log when any worker dies. Each worker initialise
 collective communication, trains on its shard of every epoch's shuffle with gradients averaged
 over workers (effective batch = batch_size x workers), and rank 0 alone writes checkpoints and
 metrics.
+
+The launcher owns every process it starts, including workers that leave its session (msrun
+starts each worker with ``setsid``): it becomes their subreaper, and one shutdown path
+(:func:`_shutdown`) stops them all when the job ends, fails or is interrupted (Ctrl-C or
+SIGTERM), so no worker outlives the stage.
 """
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from .errors import UserError
 
 WORKER_ENV = "ATTENTION_CLUSTERS_WORKER"  # set in every worker's environment by the launcher
 LAUNCHERS = ("none", "msrun", "mpirun", "rank_table")
+SCHEDULER_HOST = "127.0.0.1"
+STOP_GRACE_S = 20  # seconds a stopped process gets to exit before SIGKILL
+SCHEDULER_GRACE_S = 10  # seconds workers may outlive their scheduler before the job is failed
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def is_worker():
@@ -113,49 +125,160 @@ def worker_commands(dist, script, log_dir):
     ]
 
 
+def check_port_free(port, host=SCHEDULER_HOST):
+    """Refuse a scheduler port something already listens on (the workers would retry for minutes).
+
+    Raises:
+        UserError: naming ``distributed.master_port`` and the port.
+    """
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UserError(
+                f"distributed.master_port: {host}:{port} is already in use ({err.strerror}); "
+                f"stop what listens there or choose a free port: -S distributed.master_port=<port>"
+            ) from None
+
+
 def launch(dist, script, log_dir, poll_s=1.0):
     """Start the workers of ``script`` with the configured launcher and wait for them.
 
-    Every started process runs in its own process group; when one exits non-zero the others are
-    killed, so a dead worker never leaves the rest waiting in a collective.
+    The scheduler port is checked first (msrun, mpirun). While the job runs, a worker that
+    fails, or a scheduler that exits while workers wait for it, ends the job. However the
+    job ends (success, failure, Ctrl-C, SIGTERM turned into ``KeyboardInterrupt`` by
+    :func:`cli.main`), :func:`_shutdown` stops every process it started and their descendants.
 
     Raises:
-        UserError: the launcher program is not installed, or a worker failed (the message
-        names the log to read; the tail of the failed rank's log is printed to stderr).
+        UserError: the port is taken, the launcher program is not installed, the scheduler
+        exited, or a worker failed (the message names the log to read; the tail of the
+        failed rank's log is printed to stderr).
     """
+    if dist.launcher in ("msrun", "mpirun"):
+        check_port_free(dist.master_port)
     log_dir = Path(log_dir).resolve()
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     procs = []
-    for index, (argv, extra) in enumerate(worker_commands(dist, script, log_dir)):
-        path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-        env = dict(os.environ, **extra, **{WORKER_ENV: "1", "PATH": path})
-        log = open(log_dir / f"launcher_{index}.log", "w")
+    with _subreaper():
         try:
-            procs.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log))
-        except FileNotFoundError:
-            _stop(procs)
-            raise UserError(f"distributed.launcher {dist.launcher}: '{argv[0]}' not found on PATH (activate .venv; mpirun needs OpenMPI)") from None
-    follow = _Follower(_rank0_log(dist, log_dir))
+            for index, (argv, extra) in enumerate(worker_commands(dist, script, log_dir)):
+                procs.append(_start(argv, extra, log_dir / f"launcher_{index}.log", dist.launcher))
+            failure = _wait(procs, dist, log_dir, poll_s)
+        finally:
+            _shutdown(procs)
+    if failure:
+        log, message = failure
+        print(f"--- tail of {log} ---\n{_tail(log)}", file=sys.stderr)
+        raise UserError(message)
+
+
+def _start(argv, extra, log_path, launcher):
+    """Start one launcher process in its own session; returns ``(Popen, log file)``."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, **extra, **{WORKER_ENV: "1", "PATH": path})
+    log = open(log_path, "w")
     try:
-        while True:
+        return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
+    except FileNotFoundError:
+        log.close()
+        raise UserError(f"distributed.launcher {launcher}: '{argv[0]}' not found on PATH (activate .venv; mpirun needs OpenMPI)") from None
+
+
+def _wait(procs, dist, log_dir, poll_s):
+    """Poll until every launcher process exits 0 (returns None) or the job fails (returns ``(log, message)``)."""
+    follow = _Follower(_rank0_log(dist, log_dir))
+    scheduler = _SchedulerWatch()
+    while True:
+        follow.echo()
+        codes = [proc.poll() for proc, _ in procs]
+        failed = [k for k, code in enumerate(codes) if code not in (None, 0)]
+        if failed:
+            log = _failed_log(log_dir, failed[0])
+            return log, f"distributed training failed (launcher exit {codes[failed[0]]}); see {log}"
+        if all(code == 0 for code in codes):
             follow.echo()
-            codes = [proc.poll() for proc, _ in procs]
-            failed = [k for k, code in enumerate(codes) if code not in (None, 0)]
-            if failed:
-                _stop(procs)
-                log = _failed_log(log_dir, failed[0])
-                print(f"--- tail of {log} ---\n{_tail(log)}", file=sys.stderr)
-                raise UserError(f"distributed training failed (launcher exit {codes[failed[0]]}); see {log}")
-            if all(code == 0 for code in codes):
-                follow.echo()
-                for _, log in procs:
-                    log.close()
-                return
-            time.sleep(poll_s)
-    except KeyboardInterrupt:
-        _stop(procs)
-        raise
+            return None
+        if scheduler.left_workers_waiting(_family()):
+            log = log_dir / "scheduler.log" if (log_dir / "scheduler.log").is_file() else _failed_log(log_dir, 0)
+            return log, f"distributed: the scheduler on {SCHEDULER_HOST}:{dist.master_port} (distributed.master_port) exited while the workers waited for it; see {log}"
+        time.sleep(poll_s)
+
+
+class _SchedulerWatch:
+    """Notices MindSpore's scheduler process (``MS_ROLE=MS_SCHED``) exiting before its workers."""
+
+    def __init__(self):
+        self.seen, self.gone_since = False, None
+
+    def left_workers_waiting(self, family):
+        """True once the scheduler has been gone for SCHEDULER_GRACE_S while workers still run."""
+        roles = {_role(proc) for proc in family}
+        if "MS_SCHED" in roles:
+            self.seen, self.gone_since = True, None
+        elif self.seen and "MS_WORKER" in roles:
+            self.gone_since = self.gone_since or time.monotonic()
+            return time.monotonic() - self.gone_since > SCHEDULER_GRACE_S
+        return False
+
+
+def _role(proc):
+    """MS_ROLE of a live process, or None (also for zombies and processes gone meanwhile)."""
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.environ().get("MS_ROLE")
+    except psutil.Error:
+        return None
+
+
+@contextlib.contextmanager
+def _subreaper():
+    """Make this process the subreaper of its descendants (Linux) while the job runs.
+
+    Workers whose launcher exits (or that ``setsid`` away from it) are then re-parented to this
+    process instead of PID 1, so :func:`_family` still finds them.
+    """
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    try:
+        yield
+    finally:
+        prctl(_PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+
+
+def _family():
+    """Every live descendant of this process started by :func:`launch` (marked by WORKER_ENV)."""
+    family = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            marked = proc.status() == psutil.STATUS_ZOMBIE or proc.environ().get(WORKER_ENV) == "1"
+        except psutil.Error:
+            marked = False
+        if marked:
+            family.append(proc)
+    return family
+
+
+def _shutdown(procs):
+    """The one way a job ends: stop and reap every launched process and descendant, close the logs.
+
+    SIGTERM first; whatever still runs after :data:`STOP_GRACE_S` gets SIGKILL.
+    """
+    family = _family()
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(family, timeout=STOP_GRACE_S)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=STOP_GRACE_S)
+    for proc, log in procs:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            proc.wait(timeout=0)  # collect the exit status if psutil has not
+        log.close()
 
 
 def _rank0_log(dist, log_dir):
@@ -186,19 +309,6 @@ class _Follower:
         for line in complete.splitlines():
             if line.startswith(self.PREFIXES):
                 print(line, flush=True)
-
-
-def _stop(procs):
-    for proc, _ in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc, log in procs:
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def _failed_log(log_dir, index):

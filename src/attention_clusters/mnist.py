@@ -11,6 +11,7 @@ Sources (``mnist.source`` in params.yaml):
 
 import gzip
 import hashlib
+import http.client
 import sys
 import time
 import zlib
@@ -152,6 +153,8 @@ def _read(path):
         return path.read_bytes()
     except FileNotFoundError:
         raise UserError(f"{path}: file not found") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
 def _gunzip(data, name):
@@ -165,41 +168,79 @@ def from_folder(folder):
     """Raw bytes of the four files from a local folder holding them gzip-compressed or raw.
 
     Args:
-        folder: path; each file may be named ``<name>`` or ``<name>.gz``.
+        folder: path; each file may be named ``<name>`` or ``<name>.gz``; where both are
+            present they must hold the same digits.
 
     Returns:
         dict file name -> raw (decompressed) IDX bytes.
 
     Raises:
-        UserError: the folder or a file is missing, or a .gz does not decompress.
+        UserError: the folder or a file is missing, a .gz does not decompress, or a raw file
+        and its .gz differ (naming both).
     """
-    folder = Path(folder).expanduser()
+    folder = _source_folder(folder)
+    files = {}
+    for name in GZ_MD5:
+        raw, gz = folder / name, folder / f"{name}.gz"
+        found = [_read(raw) if raw.is_file() else None, _gunzip(_read(gz), gz) if gz.is_file() else None]
+        if found == [None, None]:
+            raise UserError(f"{folder}: missing {name} (or {name}.gz)")
+        if None not in found and found[0] != found[1]:
+            raise UserError(f"{raw} and {gz} hold different data; keep only one of them")
+        files[name] = found[0] if found[0] is not None else found[1]
+    return files
+
+
+# what one download can fail with: connection, timeout, HTTP status, a short or garbled answer
+DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
+
+
+def _source_folder(source):
+    """``mnist.source`` as an existing folder path.
+
+    Raises:
+        UserError: it is not a folder.
+    """
+    folder = Path(source).expanduser()
     if not folder.is_dir():
         raise UserError(
             f"mnist.source: '{folder}' is not a folder (expected auto, embedded or a folder with the four MNIST files)"
         )
-    files = {}
-    for name in GZ_MD5:
-        raw, gz = folder / name, folder / f"{name}.gz"
-        if raw.is_file():
-            files[name] = raw.read_bytes()
-        elif gz.is_file():
-            files[name] = _gunzip(gz.read_bytes(), gz)
-        else:
-            raise UserError(f"{folder}: missing {name} (or {name}.gz)")
-    return files
+    return folder
+
+
+def source_digest(source):
+    """What identifies the content of an ``mnist.source``, without downloading anything.
+
+    For a folder: its absolute path and the SHA-256 of each MNIST file found there (raw or
+    .gz), so that replacing the files changes the digest. For ``auto`` and ``embedded``: the
+    name alone.
+
+    Returns:
+        a JSON-able dict (the check stage writes it for DVC to see as a dependency of
+        download_mnist).
+
+    Raises:
+        UserError: the source is a path but not a folder, or a file cannot be read.
+    """
+    if source in ("auto", "embedded"):
+        return {"source": source}
+    folder = _source_folder(source).resolve()
+    candidates = [folder / stem for name in GZ_MD5 for stem in (name, f"{name}.gz")]
+    return {"source": str(folder), "sha256": {path.name: sha256(_read(path)) for path in candidates if path.is_file()}}
 
 
 def _fetch(url, timeout_s, retries):
+    """Bytes of ``url``, tried ``retries`` extra times; raises OSError naming the URL and why."""
     last = None
     for attempt in range(retries + 1):
         try:
             with urllib.request.urlopen(url, timeout=timeout_s) as response:
                 return response.read()
-        except (urllib.error.URLError, OSError) as err:
+        except DOWNLOAD_ERRORS as err:
             last = err
             time.sleep(min(2**attempt, 5) if attempt < retries else 0)
-    raise OSError(f"{url}: {last}")
+    raise OSError(f"{url}: {type(last).__name__}: {last}")
 
 
 def from_mirrors(timeout_s, retries, mirrors=None):

@@ -165,15 +165,37 @@ def _namespace(tree):
     return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in tree.items()})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, line):
+        super().__init__(key, line)
+        self.key, self.line = key, line
+
+
 def load(path="params.yaml"):
     """Read and validate a params file (see :func:`validate`).
 
     Raises:
-        UserError: the file is missing, is not YAML, or a key is wrong.
+        UserError: the file is missing, is not YAML, has a key twice in one mapping, or a key
+        is wrong.
     """
     path = Path(path)
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except _DuplicateKey as dup:
+        raise UserError(f"{path}: key '{dup.key}' appears twice (again at line {dup.line}); keep one") from None
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (run from the repository root)") from None
     except UnicodeDecodeError:

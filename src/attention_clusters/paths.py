@@ -4,6 +4,7 @@ from pathlib import Path
 
 DATA = Path("data")
 MNIST = DATA / "mnist"
+SOURCE_DIGEST = DATA / "mnist_source.json"  # check stage: content digest of mnist.source, a dep of download_mnist
 SOURCE_JSON = MNIST / "source.json"
 SAMPLERS = DATA / "sample" / "samplers.npz"
 NOISY = DATA / "noisy"

@@ -7,6 +7,12 @@ full training state (weights and Adam moments) and a small JSON are written to t
 so re-running continues after the last completed epoch. The state is only reused when the
 settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, world size, the features)
 are unchanged; ``epochs`` may grow to continue a finished run.
+
+The state is committed as one unit: checkpoints are written under new names (``last-<epoch>``,
+``best-<epoch>``) and ``state.json``, which names them, is replaced last; a process killed in
+between resumes from the previous epoch's consistent state. The DVCLive outputs are written
+from the committed history only (:class:`LiveLog`), so they are complete after a resume and
+untouched by a run that fails before committing an epoch.
 """
 
 import hashlib
@@ -23,11 +29,10 @@ from . import evaluation
 from .batching import predict, run_epoch
 from .errors import UserError
 from .models.attention_cluster import NUM_CLASSES, AttentionCluster
-from .storage import atomic_path, load_npy, read_json, write_json
+from .storage import atomic_path, load_npy, read_json, reserve, write_json
 
 STATE_JSON = "state.json"
-LAST_CKPT = "last.ckpt"
-BEST_CKPT = "best.ckpt"
+CHECKPOINTS = ("last", "best")  # state["last"], state["best"]: checkpoint file names in the state folder
 EVAL_BATCH = 1024
 
 
@@ -60,17 +65,31 @@ def fingerprint(p, world_size, data_files):
     return digest.hexdigest()
 
 
-def load_split(features_path, labels_path):
+def check_width(x, features_path, width):
+    """Refuse features (N, L, F) whose width F is not the ``width`` the model takes.
+
+    Raises:
+        UserError: naming the file, the width found and the width expected.
+    """
+    if width is not None and x.shape[-1] != width:
+        raise UserError(f"{features_path}: features are {x.shape[-1]} wide, the model expects {width}; re-run the feature stage: dvc repro feature")
+
+
+def load_split(features_path, labels_path, width=None):
     """Features and labels of one Flash-MNIST split, checked against each other.
+
+    Args:
+        width: if given, the feature width F the model takes (see :func:`check_width`).
 
     Returns:
         ``(x, y)``: float32 (N, L, F) and int (N,) labels in 0..1023.
 
     Raises:
-        UserError: naming the file, for a wrong ndim or dtype, disagreeing N, or bad labels.
+        UserError: naming the file, for a wrong ndim, dtype or width, disagreeing N, or bad labels.
     """
     x = load_npy(features_path, ndim=3)
     y = load_npy(labels_path, ndim=1)
+    check_width(x, features_path, width)
     if x.dtype != np.float32 or len(x) != len(y) or len(y) == 0:
         raise UserError(f"{features_path}: expected float32 (N, L, F) features for the {len(y)} labels of {labels_path}, got {x.dtype} {x.shape}")
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
@@ -81,27 +100,37 @@ def load_split(features_path, labels_path):
 def load_state(state_dir, fp, epochs):
     """The saved training state in ``state_dir`` if it can continue to ``epochs``, else a fresh one.
 
-    Saved state is reused when its fingerprint is ``fp``, its checkpoints exist and it has not
-    gone past ``epochs`` (a run asked for fewer epochs than were done starts over).
+    Saved state is reused when its fingerprint is ``fp``, the checkpoints it names exist and
+    it has not gone past ``epochs`` (a run asked for fewer epochs than were done starts over).
 
     Returns:
         dict with ``fingerprint``, ``epoch`` (last completed, 0 when fresh), ``best_epoch``,
-        ``best_val_top1`` and ``history`` (one record per epoch).
+        ``best_val_top1``, ``history`` (one record per epoch) and, once an epoch is committed,
+        ``last`` and ``best`` (checkpoint file names in ``state_dir``).
     """
     state_dir = Path(state_dir)
-    if all((state_dir / name).is_file() for name in (STATE_JSON, LAST_CKPT, BEST_CKPT)):
+    if (state_dir / STATE_JSON).is_file():
         try:
             state = json.loads((state_dir / STATE_JSON).read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             state = None
-        if isinstance(state, dict) and state.get("fingerprint") == fp and 0 < state.get("epoch", 0) <= epochs:
+        if (
+            isinstance(state, dict) and state.get("fingerprint") == fp and 0 < state.get("epoch", 0) <= epochs
+            and all(isinstance(state.get(key), str) and (state_dir / state[key]).is_file() for key in CHECKPOINTS)
+        ):
             return state
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
 
 
 def save_checkpoint(cell, path):
-    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically."""
-    with atomic_path(path) as tmp:
+    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically.
+
+    Its size is reserved on disk first, so a full disk or read-only folder is one
+    :class:`UserError` line before MindSpore writes anything.
+    """
+    size = sum(param.data.nbytes for param in cell.get_parameters())
+    with atomic_path(path, size) as tmp:
+        reserve(tmp.with_suffix(".tmp"), size)  # where MindSpore writes before renaming to tmp
         ms.save_checkpoint(cell, str(tmp))
 
 
@@ -137,7 +166,8 @@ class Trainer:
         state_dir: folder for resumable state (last and best checkpoints, state.json).
         rank, world_size: this worker's data-parallel rank and the number of workers; each
             rank trains on its shard ``order[rank::world_size]`` of every epoch's shuffle.
-        live: optional DVCLive ``Live`` (rank 0 only) for per-epoch metrics.
+        live: optional :class:`live_log.LiveLog` (rank 0 only): each epoch's record is logged
+            to it, and committed with the training state.
         log: callable taking one line of text per epoch (rank 0 only).
     """
 
@@ -159,7 +189,7 @@ class Trainer:
     def fit(self, state):
         """Train from ``state`` (see :func:`load_state`) up to p.epochs; returns the final state."""
         if state["epoch"] > 0:
-            load_weights(self.step, self.state_dir / LAST_CKPT)
+            load_weights(self.step, self.state_dir / state["last"])
             self.log(f"resuming after epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f} % at epoch {state['best_epoch']})")
         started, first = time.perf_counter(), state["epoch"] + 1
         for epoch in range(first, self.p.epochs + 1):
@@ -194,20 +224,25 @@ class Trainer:
             "samples_per_s": round(len(order) // self.p.batch_size * self.p.batch_size * self.world_size / seconds, 1),
         }
         if self.live is not None:
-            for key, value in record.items():
-                if key != "epoch":
-                    self.live.log_metric(key, value)
-            self.live.next_step()
+            self.live.log(record)
         return record
 
     def _save(self, state, improved):
+        """Commit the state of the epoch just done: new checkpoints first, then state.json names them."""
         if self.rank != 0:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.step, self.state_dir / LAST_CKPT)
+        state["last"] = f"last-{state['epoch']:05d}.ckpt"
+        save_checkpoint(self.step, self.state_dir / state["last"])
         if improved:
-            save_checkpoint(self.net, self.state_dir / BEST_CKPT)
+            state["best"] = f"best-{state['epoch']:05d}.ckpt"
+            save_checkpoint(self.net, self.state_dir / state["best"])
         write_json(self.state_dir / STATE_JSON, state)
+        for old in self.state_dir.glob("*.ckpt"):
+            if old.name not in (state["last"], state["best"]):
+                old.unlink()
+        if self.live is not None:
+            self.live.commit()
 
 
 def publish(state_dir, model_path, config, state):
@@ -217,7 +252,7 @@ def publish(state_dir, model_path, config, state):
     num_classes and the selected epoch; loaders check it before building the network.
     """
     with atomic_path(model_path) as tmp:
-        shutil.copyfile(Path(state_dir) / BEST_CKPT, tmp)
+        shutil.copyfile(Path(state_dir) / state["best"], tmp)
     info = dict(config, best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"], epochs=state["epoch"])
     write_json(Path(model_path).with_suffix(".json"), info)
 
