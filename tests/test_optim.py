@@ -104,6 +104,24 @@ def test_resumed_adamw_schedule_continues_where_it_stopped(tmp_path):
     np.testing.assert_allclose(resumed[-1], straight[-1], rtol=1e-6)
 
 
+def test_summed_loss_weakens_l2_by_the_batch_size():
+    """ModelZoo loss (summed over the batch) with L2 decay wd = mean loss with decay wd / batch."""
+    rng = np.random.default_rng(1)
+    x, y = ms.Tensor(rng.standard_normal((8, 4)).astype(np.float32)), ms.Tensor(rng.integers(0, 3, 8).astype(np.int32))
+
+    def train(reduction, weight_decay):
+        net = nn.Dense(4, 3, weight_init="ones", bias_init="zeros")
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction=reduction)
+        step = training.build_train_step(nn.WithLossCell(net, loss), options(weight_decay=weight_decay), 1)
+        for _ in range(5):
+            step(x, y)
+        return net.weight.asnumpy()
+
+    summed = train("sum", 0.4)
+    np.testing.assert_allclose(summed, train("mean", 0.05), rtol=1e-5, atol=1e-6)
+    assert np.abs(summed - train("mean", 0.4)).max() > 1e-2
+
+
 def test_lr_values_by_hand():
     assert training.lr_values(options(), 3) is None  # the ModelZoo's constant lr
     warm = training.lr_values(options(lr=0.6, warmup_epochs=1, epochs=2), 3)
@@ -115,6 +133,12 @@ def test_lr_values_by_hand():
     np.testing.assert_allclose(plain, [1.0, 0.8535534, 0.5, 0.1464466], rtol=1e-6)
     with pytest.raises(UserError, match=r"warmup_epochs \(4\) must be smaller than epochs \(4\)"):
         training.lr_values(options(warmup_epochs=4, epochs=4), 2)
+
+
+def test_logged_loss_is_per_sample_either_way(tmp_path):
+    summed = fit(settings(1), tmp_path / "s")["history"][0]["train_loss"]
+    mean = fit(settings(1, loss_reduction="mean"), tmp_path / "m")["history"][0]["train_loss"]
+    assert 0 < summed < 7 and 0 < mean < 7 and abs(summed - mean) < 1  # <= ln 1024 = 6.93, not 32 times
 
 
 def test_patience_stops_when_validation_stalls(tmp_path):
@@ -130,7 +154,7 @@ def test_schedule_settings_are_in_the_fingerprint(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros((4, 25, 50), np.float32))
     files = [tmp_path / "x.npy"]
     base = training.fingerprint(settings(5), 1, files)
-    for change in ({"optimizer": "adamw"}, {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"patience": 3}):
+    for change in ({"loss_reduction": "mean"}, {"optimizer": "adamw"}, {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"patience": 3}):
         assert training.fingerprint(settings(5, **change), 1, files) != base, change
     assert training.fingerprint(settings(9), 1, files) == base  # constant lr: epochs may grow
     cosine = training.fingerprint(settings(5, lr_schedule="cosine"), 1, files)

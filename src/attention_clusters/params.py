@@ -80,6 +80,7 @@ SCHEMA = {
     "epochs": _int(1, 100_000),
     "seed": _int(0, 2**32 - 1),
     "device_target": _choice("CPU", "GPU", "Ascend"),
+    "loss_reduction": _choice("sum", "mean"),
     "optimizer": _choice("adam", "adamw"),
     "lr_schedule": _choice("constant", "cosine"),
     "warmup_epochs": _int(0, 100_000),

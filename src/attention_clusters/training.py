@@ -5,9 +5,17 @@ visits batches in the same order as an uninterrupted one), trained with Adam, th
 the validation split (SPEC 8: the test split is never used for selection). After every epoch the
 full training state (weights and Adam moments) and a small JSON are written to the state folder,
 so re-running continues after the last completed epoch. The state is only reused when the
-settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, optimizer, lr_schedule,
-warmup_epochs, patience, deterministic, world size, the features) are unchanged; ``epochs`` may
+settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, the training options of
+:data:`OPTION_KEYS`, world size, the features) are unchanged; ``epochs`` may
 grow to continue a finished run (except under the cosine schedule, which depends on it).
+
+Loss (``loss_reduction``): ``sum`` differentiates the sum of the batch's per-sample
+cross-entropies, as the ModelZoo's train.py does (``nn.SoftmaxCrossEntropyWithLogits(sparse=True)``
+has ``reduction='none'``, and ``TrainOneStepCell`` back-propagates a vector of ones through it);
+``mean`` differentiates their mean. Adam's step does not depend on the gradient's scale (up to
+its eps), but its L2 weight decay does: under ``mean`` a weight decay acts batch_size times as
+strongly as the same figure in the ModelZoo. The logged ``train_loss`` is the per-sample mean
+either way.
 
 Optimiser (``optimizer``): ``adam`` is MindSpore's ``nn.Adam`` with its L2 weight decay on every
 parameter (the gradient gets ``weight_decay * w`` added before the moments), as the ModelZoo's
@@ -37,7 +45,7 @@ STATE_JSON = "state.json"
 LAST_CKPT = "last.ckpt"
 BEST_CKPT = "best.ckpt"
 EVAL_BATCH = 1024
-SCHEDULE_KEYS = ("optimizer", "lr_schedule", "warmup_epochs", "patience", "deterministic")
+OPTION_KEYS = ("loss_reduction", "optimizer", "lr_schedule", "warmup_epochs", "patience", "deterministic")
 
 
 def build_model(fc, natt, feature_dims=(50,)):
@@ -59,7 +67,7 @@ def fingerprint(p, world_size, data_files):
     """
     digest = hashlib.sha256()
     keys = {k: getattr(p, k) for k in ("fc", "natt", "lr", "weight_decay", "batch_size", "seed")}
-    keys.update({k: getattr(p, k) for k in SCHEDULE_KEYS})
+    keys.update({k: getattr(p, k) for k in OPTION_KEYS})
     if p.lr_schedule == "cosine":  # the schedule of the epochs done depends on the total
         keys["epochs"] = p.epochs
     digest.update(json.dumps({**keys, "world_size": world_size}, sort_keys=True).encode())
@@ -241,8 +249,9 @@ class Trainer:
                 f"params.yaml: batch_size {p.batch_size} is larger than the {shard} training videos per worker; "
                 "lower batch_size (or distributed.workers)"
             )
+        ms.set_seed(p.seed)  # the initial weights and dropout masks depend on the seed alone
         self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
-        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction=p.loss_reduction)
         steps_per_epoch = len(range(rank, len(train_y), world_size)) // p.batch_size
         self.step = build_train_step(nn.WithLossCell(self.net, loss), p, steps_per_epoch)
 
@@ -280,6 +289,7 @@ class Trainer:
         start = time.perf_counter()
         self.step.set_train(True)
         loss = run_epoch(self.step, self.train_x, self.train_y, self.p.batch_size, order)
+        loss = loss / self.p.batch_size if self.p.loss_reduction == "sum" else loss  # per-sample mean
         seconds = time.perf_counter() - start
         logits = predict(self.net, self.val_x, EVAL_BATCH)
         record = {
