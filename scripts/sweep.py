@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from attention_clusters import cli, sweep
+from attention_clusters.errors import UserError
 
 OUT = Path("metrics/published_comparison")
 
@@ -31,8 +32,11 @@ def queue(args):
     if args.run:
         subprocess.run(["dvc", "queue", "start", "-j", "1"], check=True)
         while "Queued" in _status() or "Running" in _status():
-            time.sleep(30)
-        print(_status())
+            time.sleep(10)
+        status = _status()
+        print(status)
+        if "Failed" in status:
+            raise UserError("an experiment failed; see `dvc queue logs NAME`")
     return f"{len(rows)} experiment(s) queued" + (" and run" if args.run else "; run them with: dvc queue start -j 1")
 
 
