@@ -1,7 +1,8 @@
 """One small end-to-end `dvc repro` of the whole pipeline on the embedded MNIST subset.
 
-4 videos per label in every split (4,096 each) and 25 epochs: small enough for a minute or two,
-enough for the default model (fc=1, natt=1, ModelZoo lr) to learn well above chance.
+4 train and 4 test videos per label (4,096 each; 1,024 val) and 25 epochs: small enough for a
+minute or two, enough for the default model (fc=1, natt=1, ModelZoo lr) to learn well above
+chance.
 """
 
 import json
@@ -50,7 +51,8 @@ def repo(tmp_path_factory):
         if (ROOT / name).is_file() and not name.startswith(("data/", "models/", "dvclive/", "plots/")):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    set_params(repo, **{"mnist.source": "embedded", "flash.min_per_label": 4, "epochs": 25, "batch_size": 32})
+    counts = {"flash.train_per_label": 30, "flash.val_per_label": 1, "flash.min_per_label": 4}  # train 30 -> 2 -> floor 4, val 1, test 10 -> 1 -> floor 4
+    set_params(repo, **{"mnist.source": "embedded", **counts, "epochs": 25, "batch_size": 32})
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], repo, check=False)
     run(["git", "add", "-A"], repo)
@@ -65,7 +67,8 @@ def test_data_stages_outputs(repo):
     videos = np.load(repo / "data/flash/train_videos.npy", mmap_mode="r")
     labels = np.load(repo / "data/flash/train_labels.npy")
     assert videos.shape == (4096, 25, 28, 28) and videos.dtype == np.uint8
-    assert np.bincount(labels, minlength=1024).tolist() == [4] * 1024  # 100 scaled to 7, floored at 4
+    assert np.bincount(labels, minlength=1024).tolist() == [4] * 1024  # 30 scaled to 2, floored at 4
+    assert np.load(repo / "data/flash/val_labels.npy").shape == (1024,)  # 1 asked for: never more
     assert np.load(repo / "data/flash/test_videos.npy", mmap_mode="r").shape == (4096, 25, 28, 28)
     assert np.load(repo / "data/noisy/train_frames.npy", mmap_mode="r").shape == (22000, 28, 28)
     assert (repo / "data/flash/preview.png").read_bytes()[:4] == b"\x89PNG"
