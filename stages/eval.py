@@ -24,6 +24,8 @@ def run():
         "natt": config["natt"],
         "epochs": config["epochs"],
         "best_epoch": config["best_epoch"],
+        "best_val_top1": config.get("best_val_top1"),
+        "train_minutes": config.get("train_minutes"),
         "source": provenance["source"],
         "full_mnist": provenance["full_mnist"],
         "top1_by_digit_count": evaluation.top1_by_digit_count(logits, test_y),

@@ -24,6 +24,7 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
     p = params.load(ROOT / "params.yaml")
     assert (p.fc, p.natt, p.lr, p.weight_decay, p.batch_size, p.epochs) == (1, 1, 0.001, 0.0, 64, 200)
     assert p.flash.train_per_label == 100
+    assert (p.loss_reduction, p.optimizer, p.lr_schedule, p.warmup_epochs, p.patience) == ("sum", "adam", "constant", 0, 0)  # ModelZoo
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,13 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
         ("weight_decay", 10**400),
         ("flash.train_per_label", 10**12),
         ("natt", 10**6),
+        ("optimizer", "sgd"),
+        ("loss_reduction", "none"),
+        ("lr_schedule", "step"),
+        ("warmup_epochs", -1),
+        ("patience", 1.5),
+        ("deterministic", "yes"),
+        ("flash.min_per_label", 0),
     ],
 )
 def test_bad_value_names_the_key(key, value):

@@ -1,4 +1,9 @@
-"""One tiny end-to-end `dvc repro` of the whole pipeline on the embedded MNIST subset."""
+"""One small end-to-end `dvc repro` of the whole pipeline on the embedded MNIST subset.
+
+4 train and 4 test videos per label (4,096 each; 1,024 val) and 60 epochs: small enough for a
+minute or two, enough for the default model (fc=1, natt=1, ModelZoo lr) to learn well above
+chance.
+"""
 
 import gzip
 import json
@@ -10,6 +15,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -48,7 +54,8 @@ def repo(tmp_path_factory):
         if (ROOT / name).is_file() and not name.startswith(("data/", "models/", "dvclive/", "plots/")):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    set_params(repo, **{"mnist.source": "embedded", "flash.train_per_label": 30, "epochs": 2, "batch_size": 32})
+    counts = {"flash.train_per_label": 30, "flash.val_per_label": 1, "flash.min_per_label": 4}  # train 30 -> 2 -> floor 4, val 1, test 10 -> 1 -> floor 4
+    set_params(repo, **{"mnist.source": "embedded", **counts, "epochs": 60, "batch_size": 32})
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], repo, check=False)
     run(["git", "add", "-A"], repo)
@@ -62,9 +69,10 @@ def test_data_stages_outputs(repo):
     assert source["counts"] == {"train": 4000, "test": 1000} and source["full_mnist"] is False
     videos = np.load(repo / "data/flash/train_videos.npy", mmap_mode="r")
     labels = np.load(repo / "data/flash/train_labels.npy")
-    assert videos.shape == (2048, 25, 28, 28) and videos.dtype == np.uint8
-    assert np.bincount(labels, minlength=1024).tolist() == [2] * 1024
-    assert np.load(repo / "data/flash/test_videos.npy", mmap_mode="r").shape == (1024, 25, 28, 28)
+    assert videos.shape == (4096, 25, 28, 28) and videos.dtype == np.uint8
+    assert np.bincount(labels, minlength=1024).tolist() == [4] * 1024  # 30 scaled to 2, floored at 4
+    assert np.load(repo / "data/flash/val_labels.npy").shape == (1024,)  # 1 asked for: never more
+    assert np.load(repo / "data/flash/test_videos.npy", mmap_mode="r").shape == (4096, 25, 28, 28)
     assert np.load(repo / "data/noisy/train_frames.npy", mmap_mode="r").shape == (22000, 28, 28)
     assert (repo / "data/flash/preview.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -72,13 +80,22 @@ def test_data_stages_outputs(repo):
 def test_model_stages_outputs(repo):
     feature = json.loads((repo / "metrics/feature.json").read_text())
     assert feature["noisy_test_top1"] > 60  # one epoch on 22,000 frames; chance is 9 %
-    assert np.load(repo / "data/features/train.npy", mmap_mode="r").shape == (2048, 25, 50)
+    assert np.load(repo / "data/features/train.npy", mmap_mode="r").shape == (4096, 25, 50)
     report = json.loads((repo / "metrics/eval.json").read_text())
-    assert report["test_videos"] == 1024 and report["natt"] == 1 and report["epochs"] == 2
-    assert sum(v["videos"] for v in report["top1_by_digit_count"].values()) == 1024
+    assert report["test_videos"] == 4096 and report["natt"] == 1 and report["epochs"] == 60
+    assert sum(v["videos"] for v in report["top1_by_digit_count"].values()) == 4096
     assert 0 <= report["top1"] <= report["top5"] <= 100
+    assert report["train_minutes"] > 0 and 1 <= report["best_epoch"] <= 60
     live = json.loads((repo / "dvclive/metrics.json").read_text())
-    assert live["step"] == 1 and "val_top1" in live
+    assert live["step"] == 59 and "val_top1" in live
+
+
+def test_offline_default_learns(repo):
+    """The default model on the embedded digits: top-1 far above chance (1/1024 = 0.1 %)."""
+    report = json.loads((repo / "metrics/eval.json").read_text())
+    assert report["top1"] > 0.5 and report["top5"] > 2.5  # 5x chance, on 4,096 test videos
+    curve = (repo / "dvclive/plots/metrics/train_loss.tsv").read_text().split()[3::2]
+    assert float(curve[-1]) < float(curve[0]) - 0.3  # from ln(1024) = 6.93 down
     assert (repo / "plots/attention.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -88,9 +105,9 @@ def test_export_and_infer_agree_with_eval(repo):
     assert (repo / "models/attention_cluster.mindir").stat().st_size > 0
     infer = json.loads((repo / "metrics/infer.json").read_text())
     report = json.loads((repo / "metrics/eval.json").read_text())
-    assert infer["test_videos"] == 1024 and infer["top1"] == pytest.approx(report["top1"], abs=1e-3)
+    assert infer["test_videos"] == 4096 and infer["top1"] == pytest.approx(report["top1"], abs=1e-3)
     assert infer["matches_eval"] is True and infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
-    assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 16
+    assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 64
 
 
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):
@@ -116,10 +133,10 @@ def test_bad_param_stops_with_one_line(repo):
 def test_exp_run_with_a_model_parameter(repo):
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "after repro"], repo, check=False)
-    result = run([str(BIN / "dvc"), "exp", "run", "-S", "natt=2"], repo)
+    result = run([str(BIN / "dvc"), "exp", "run", "-S", "natt=2", "-S", "epochs=2"], repo)
     assert "Running stage 'train'" in result.stdout and "Running stage 'flash'" not in result.stdout
     report = json.loads((repo / "metrics/eval.json").read_text())
-    assert report["natt"] == 2 and report["test_videos"] == 1024
+    assert report["natt"] == 2 and report["test_videos"] == 4096
     assert json.loads((repo / "metrics/infer.json").read_text())["top1"] == pytest.approx(report["top1"], abs=1e-3)
     table = run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout
     assert "natt" in table.splitlines()[0] and len(table.splitlines()) >= 3
@@ -161,3 +178,17 @@ def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):
     finally:
         set_params(repo, **{"mnist.source": "embedded"})
         run([str(BIN / "dvc"), "repro", "download_mnist"], repo)
+
+
+def test_sweep_queues_runs_and_tabulates_a_published_row(repo):
+    """scripts/sweep.py on the tiny data: one published row, one epoch, through dvc's queue."""
+    run(["git", "add", "-A"], repo)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before sweep"], repo, check=False)
+    sweep = [sys.executable, "scripts/sweep.py"]
+    queued = run([*sweep, "queue", "--rows", "1/4", "--epochs", "1", "--run"], repo)
+    assert "dvc exp run --queue -n pub-fc1-natt4-e1 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1" in queued.stdout
+    run([*sweep, "table"], repo)
+    table = pd.read_csv(repo / "metrics/published_comparison.csv")
+    row = table[(table.fc == 1) & (table.natt == 4)].iloc[0]
+    assert row.experiment == "pub-fc1-natt4-e1" and row.epochs == 1 and 0 <= row.ours_test_top1 <= 100
+    assert row.published_ascend == 72.7 and len(table) == 16

@@ -113,3 +113,10 @@ def test_sample_digits_needs_every_requested_class():
 @pytest.mark.parametrize("count, pool, full, expected", [(100, 60000, 60000, 100), (100, 4000, 60000, 7), (10, 1000, 10000, 1), (10, 100, 10000, 1), (0, 4000, 60000, 0)])
 def test_scaled_count(count, pool, full, expected):
     assert synth.scaled_count(count, pool, full) == expected
+
+
+@pytest.mark.parametrize("count, floor, expected", [(100, 40, 40), (10, 40, 10), (100, 5, 7), (0, 40, 0), (100, 0, 7)])
+def test_scaled_count_floor(count, floor, expected):
+    """A floor keeps small pools' video counts up, never above the count asked for."""
+    assert synth.scaled_count(count, 4000, 60000, floor) == expected
+    assert synth.scaled_count(count, 60000, 60000, floor) == count  # full MNIST: unchanged

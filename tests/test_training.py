@@ -23,7 +23,9 @@ def toy_data(n, seed):
 
 
 def settings(epochs, **kw):
-    return SimpleNamespace(**{"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1, **kw})
+    base = {"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1}
+    base.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0, deterministic=True)
+    return SimpleNamespace(**{**base, **kw})
 
 
 def trainer(p, state_dir, live=None):

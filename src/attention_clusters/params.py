@@ -80,6 +80,12 @@ SCHEMA = {
     "epochs": _int(1, 100_000),
     "seed": _int(0, 2**32 - 1),
     "device_target": _choice("CPU", "GPU", "Ascend"),
+    "loss_reduction": _choice("sum", "mean"),
+    "optimizer": _choice("adam", "adamw"),
+    "lr_schedule": _choice("constant", "cosine"),
+    "warmup_epochs": _int(0, 100_000),
+    "patience": _int(0, 100_000),
+    "deterministic": _choice(True, False),
     "mnist.source": _text(),
     "mnist.timeout_s": _float(0.0, strict=True, high=3600),
     "mnist.retries": _int(0, 100),
@@ -91,6 +97,7 @@ SCHEMA = {
     "flash.train_per_label": _int(1, 1000),  # 1,000 per label: 20 GB of videos
     "flash.val_per_label": _int(1, 1000),
     "flash.test_per_label": _int(1, 1000),
+    "flash.min_per_label": _int(1, 1000),  # floor of the scaled counts for a smaller digit pool
     "flash.preview_videos": _int(1, 64),
     "flash.seed": _int(0, 2**32 - 1),
     "feature.epochs": _int(1, 1000),

@@ -198,13 +198,16 @@ def generate_flash(out, labels, images, order, starts, noise, seed, threads=2, p
                 progress(done)
 
 
-def scaled_count(count, pool, full):
-    """A count defined for full MNIST, scaled to a smaller digit pool: round(count*pool/full), >= 1 unless 0.
+def scaled_count(count, pool, full, floor=1):
+    """A count defined for full MNIST, scaled to a smaller digit pool.
 
-    Used to size Noisy-MNIST noise frames and Flash-MNIST videos per label when the source is
-    not the full 70,000 digits (e.g. the embedded 5k default).
+    ``round(count * pool / full)``, but at least ``min(count, floor)`` (so never more than asked
+    for, and 0 stays 0). Used to size Noisy-MNIST noise frames (floor 1) and Flash-MNIST videos
+    per label (floor ``flash.min_per_label``: every video draws fresh digits and noise, so the
+    video counts need not shrink with the digit pool) when the source is not the full 70,000
+    digits (e.g. the embedded 5k default).
     """
-    return 0 if count == 0 else max(1, int(round(count * pool / full)))
+    return 0 if count == 0 else max(min(count, max(1, floor)), int(round(count * pool / full)))
 
 
 def save_samplers(path, hist, indexes):

@@ -5,8 +5,24 @@ visits batches in the same order as an uninterrupted one), trained with Adam, th
 the validation split (SPEC 8: the test split is never used for selection). After every epoch the
 full training state (weights and Adam moments) and a small JSON are written to the state folder,
 so re-running continues after the last completed epoch. The state is only reused when the
-settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, world size, the features)
-are unchanged; ``epochs`` may grow to continue a finished run.
+settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, the training options of
+:data:`OPTION_KEYS`, world size, the features) are unchanged; ``epochs`` may
+grow to continue a finished run (except under the cosine schedule, which depends on it).
+
+Loss (``loss_reduction``): ``sum`` differentiates the sum of the batch's per-sample
+cross-entropies, as the ModelZoo's train.py does (``nn.SoftmaxCrossEntropyWithLogits(sparse=True)``
+has ``reduction='none'``, and ``TrainOneStepCell`` back-propagates a vector of ones through it);
+``mean`` differentiates their mean. Adam's step does not depend on the gradient's scale (up to
+its eps), but its L2 weight decay does: under ``mean`` a weight decay acts batch_size times as
+strongly as the same figure in the ModelZoo. The logged ``train_loss`` is the per-sample mean
+either way.
+
+Optimiser (``optimizer``): ``adam`` is MindSpore's ``nn.Adam`` with its L2 weight decay on every
+parameter (the gradient gets ``weight_decay * w`` added before the moments), as the ModelZoo's
+train.py builds it; ``adamw`` decouples the decay from the moments (Loshchilov & Hutter,
+"Decoupled Weight Decay Regularization", ICLR 2019): ``w <- w * (1 - lr_t * weight_decay)``, then
+the Adam step on the bare gradient. Learning rate (``lr_schedule``, ``warmup_epochs``): see
+:func:`lr_values`. Early stopping (``patience``): see :meth:`Trainer.fit`.
 
 The state is committed as one unit: checkpoints are written under new names (``last-<epoch>``,
 ``best-<epoch>``) and ``state.json``, which names them, is replaced last; a process killed in
@@ -23,7 +39,7 @@ from pathlib import Path
 
 import mindspore as ms
 import numpy as np
-from mindspore import nn
+from mindspore import nn, ops
 
 from . import evaluation
 from .batching import predict, run_epoch
@@ -34,6 +50,7 @@ from .storage import atomic_path, load_npy, read_json, reserve, write_json
 STATE_JSON = "state.json"
 CHECKPOINTS = ("last", "best")  # state["last"], state["best"]: checkpoint file names in the state folder
 EVAL_BATCH = 1024
+OPTION_KEYS = ("loss_reduction", "optimizer", "lr_schedule", "warmup_epochs", "patience")
 
 
 def build_model(fc, natt, feature_dims=(50,)):
@@ -55,6 +72,9 @@ def fingerprint(p, world_size, data_files):
     """
     digest = hashlib.sha256()
     keys = {k: getattr(p, k) for k in ("fc", "natt", "lr", "weight_decay", "batch_size", "seed")}
+    keys.update({k: getattr(p, k) for k in OPTION_KEYS})
+    if p.lr_schedule == "cosine":  # the schedule of the epochs done depends on the total
+        keys["epochs"] = p.epochs
     digest.update(json.dumps({**keys, "world_size": world_size}, sort_keys=True).encode())
     for path in data_files:
         size = Path(path).stat().st_size
@@ -73,6 +93,84 @@ def check_width(x, features_path, width):
     """
     if width is not None and x.shape[-1] != width:
         raise UserError(f"{features_path}: features are {x.shape[-1]} wide, the model expects {width}; re-run the feature stage: dvc repro feature")
+
+
+def lr_values(p, steps_per_epoch):
+    """The learning rate of every optimiser step, or None for a constant ``p.lr`` (the ModelZoo's).
+
+    With T = ``p.epochs * steps_per_epoch`` steps, W = ``p.warmup_epochs * steps_per_epoch``
+    warm-up steps and step s = 0..T-1:
+
+    * warm-up (s < W): ``lr * (s + 1) / W``, linear (Goyal et al. 2017, "Accurate, Large
+      Minibatch SGD", section 2.2);
+    * then ``constant``: ``lr``; ``cosine``: ``lr * (1 + cos(pi * (s - W) / (T - W))) / 2``,
+      from lr towards 0 at the end of the run (Loshchilov & Hutter 2017, SGDR, eq. 5 with
+      eta_min = 0 and one cycle).
+
+    Returns:
+        float32 (T,) or None (constant, no warm-up).
+
+    Raises:
+        UserError: warmup_epochs is not smaller than epochs.
+    """
+    if p.lr_schedule == "constant" and p.warmup_epochs == 0:
+        return None
+    if p.warmup_epochs >= p.epochs:
+        raise UserError(f"params.yaml: warmup_epochs ({p.warmup_epochs}) must be smaller than epochs ({p.epochs})")
+    total, warm = p.epochs * steps_per_epoch, p.warmup_epochs * steps_per_epoch
+    step = np.arange(total, dtype=np.float64)
+    scale = np.ones(total)
+    if p.lr_schedule == "cosine":
+        scale = (1 + np.cos(np.pi * (step - warm) / (total - warm))) / 2
+    if warm:
+        scale[:warm] = (step[:warm] + 1) / warm
+    return (p.lr * scale).astype(np.float32)
+
+
+class DecoupledDecayStep(nn.TrainOneStepCell):
+    """One training step with decoupled weight decay (AdamW) around an optimiser without decay.
+
+    Per step t: gradients g of the loss at w; then ``w <- w * (1 - lr_t * weight_decay)`` for every
+    parameter the optimiser updates; then the optimiser's step with g. ``lr_t`` is
+    ``lr_per_step[t]`` (the last value beyond the end), t the optimiser's ``global_step``, which
+    the checkpoint keeps, so a resumed run decays as an uninterrupted one.
+
+    Args:
+        network: a cell returning the loss; optimizer: e.g. ``nn.Adam`` with weight_decay 0.
+        lr_per_step: float sequence, the optimiser's learning rate of each step (length >= 1).
+        weight_decay: lambda >= 0.
+    """
+
+    def __init__(self, network, optimizer, lr_per_step, weight_decay):
+        super().__init__(network, optimizer)
+        self.lr_per_step = ms.Tensor(np.asarray(lr_per_step, dtype=np.float32))
+        self.last_step = ms.Tensor(len(lr_per_step) - 1, ms.int32)
+        self.weight_decay = float(weight_decay)
+
+    def construct(self, *inputs):
+        loss = self.network(*inputs)
+        grads = self.grad_reducer(self.grad_no_sens(self.network, self.weights)(*inputs))
+        step = ops.minimum(self.optimizer.global_step, self.last_step)
+        keep = 1 - ops.gather(self.lr_per_step, step, 0) * self.weight_decay
+        for weight in self.weights:
+            ops.assign(weight, weight * keep)
+        return ops.depend(loss, self.optimizer(grads))
+
+
+def build_train_step(net_with_loss, p, steps_per_epoch):
+    """The training step cell for ``p.optimizer``, ``p.lr`` (and its schedule) and ``p.weight_decay``.
+
+    ``adam`` (or no decay): ``nn.TrainOneStepCell`` with ``nn.Adam(weight_decay=...)``, L2 added to
+    the gradient of every trainable parameter (the ModelZoo's); ``adamw``:
+    :class:`DecoupledDecayStep` around ``nn.Adam`` without decay.
+    """
+    params = net_with_loss.trainable_params()
+    schedule = lr_values(p, steps_per_epoch)
+    lr = p.lr if schedule is None else ms.Tensor(schedule)
+    if p.optimizer == "adam" or p.weight_decay == 0:
+        return nn.TrainOneStepCell(net_with_loss, nn.Adam(params, learning_rate=lr, weight_decay=p.weight_decay))
+    per_step = [p.lr] if schedule is None else schedule
+    return DecoupledDecayStep(net_with_loss, nn.Adam(params, learning_rate=lr), per_step, p.weight_decay)
 
 
 def load_split(features_path, labels_path, width=None):
@@ -181,18 +279,26 @@ class Trainer:
                 f"params.yaml: batch_size {p.batch_size} is larger than the {shard} training videos per worker; "
                 "lower batch_size (or distributed.workers)"
             )
+        ms.set_seed(p.seed)  # the initial weights and dropout masks depend on the seed alone
         self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
-        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        optimizer = nn.Adam(self.net.trainable_params(), learning_rate=p.lr, weight_decay=p.weight_decay)
-        self.step = nn.TrainOneStepCell(nn.WithLossCell(self.net, loss), optimizer)
+        loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction=p.loss_reduction)
+        steps_per_epoch = len(range(rank, len(train_y), world_size)) // p.batch_size
+        self.step = build_train_step(nn.WithLossCell(self.net, loss), p, steps_per_epoch)
 
     def fit(self, state):
-        """Train from ``state`` (see :func:`load_state`) up to p.epochs; returns the final state."""
+        """Train from ``state`` (see :func:`load_state`) up to p.epochs; returns the final state.
+
+        With ``p.patience`` > 0, training stops early once ``patience`` epochs in a row have not
+        beaten the best validation top-1 (0: all p.epochs, as the ModelZoo).
+        """
         if state["epoch"] > 0:
             load_weights(self.step, self.state_dir / state["last"])
             self.log(f"resuming after epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f} % at epoch {state['best_epoch']})")
         started, first = time.perf_counter(), state["epoch"] + 1
         for epoch in range(first, self.p.epochs + 1):
+            if self.p.patience and epoch - 1 - state["best_epoch"] >= self.p.patience:
+                self.log(f"stopping early after epoch {epoch - 1}: no better val top-1 for {self.p.patience} epochs")
+                break
             record = self._epoch(epoch)
             state["history"].append(record)
             state["epoch"] = epoch
@@ -213,6 +319,7 @@ class Trainer:
         start = time.perf_counter()
         self.step.set_train(True)
         loss = run_epoch(self.step, self.train_x, self.train_y, self.p.batch_size, order)
+        loss = loss / self.p.batch_size if self.p.loss_reduction == "sum" else loss  # per-sample mean
         seconds = time.perf_counter() - start
         logits = predict(self.net, self.val_x, EVAL_BATCH)
         record = {
@@ -249,11 +356,13 @@ def publish(state_dir, model_path, config, state):
     """Copy the best checkpoint to ``model_path`` and write its config JSON beside it.
 
     The JSON (``<model_path>.json`` with suffix replaced) holds fc, natt, feature_dims,
-    num_classes and the selected epoch; loaders check it before building the network.
+    num_classes, the selected epoch, the epochs run and ``train_minutes`` (training time without
+    validation); loaders check it before building the network.
     """
     with atomic_path(model_path) as tmp:
         shutil.copyfile(Path(state_dir) / state["best"], tmp)
     info = dict(config, best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"], epochs=state["epoch"])
+    info["train_minutes"] = round(sum(h["epoch_time_s"] for h in state["history"]) / 60, 3)  # excl. validation
     write_json(Path(model_path).with_suffix(".json"), info)
 
 
