@@ -69,7 +69,7 @@ def main(argv=None):
     t = commands.add_parser("table", help="write metrics/published_comparison.{md,csv}")
     t.add_argument("--json", help="saved output of `dvc exp show --json -A` (default: ask dvc)")
     args = parser.parse_args(argv)
-    cli.main(f"sweep {args.command}", lambda: (queue if args.command == "queue" else table)(args))
+    cli.main(f"sweep {args.command}", lambda: (queue if args.command == "queue" else table)(args), check_inputs=False)
 
 
 if __name__ == "__main__":

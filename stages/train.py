@@ -31,7 +31,7 @@ def run():
     if p.distributed.launcher != "none" and not distributed.is_worker():
         distributed.launch(p.distributed, __file__, paths.TRAIN_LOGS)
     else:
-        device.init(p.device_target, seed=p.seed, processes=p.distributed.workers, deterministic=p.deterministic)
+        device.init(p.device_target, seed=p.seed, processes=p.distributed.workers)
         rank, world_size = distributed.init_worker(p.device_target, p.distributed.master_port)
         train(p, rank, world_size)
         if rank != 0:

@@ -8,12 +8,13 @@ from . import inputs
 from .errors import UserError
 
 
-def main(stage, run):
+def main(stage, run, check_inputs=True):
     """Check the stage's inputs, then run ``run()``; a :class:`UserError` becomes one line on stderr.
 
     Args:
         stage: the stage's name in dvc.yaml, e.g. ``"flash"``: its deps are checked first
             (:func:`inputs.check`), so a missing input stops it before any work.
+            Scripts that are not a stage (e.g. scripts/sweep.py) pass ``check_inputs=False``.
         run: a callable taking no arguments that returns a one-line summary string.
 
     Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C or SIGTERM (both raise
@@ -23,7 +24,8 @@ def main(stage, run):
     signal.signal(signal.SIGTERM, _interrupt)
     start = time.perf_counter()
     try:
-        inputs.check(stage)
+        if check_inputs:
+            inputs.check(stage)
         summary = run()
     except UserError as err:
         print(f"{stage}: error: {err}", file=sys.stderr)

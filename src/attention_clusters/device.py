@@ -29,7 +29,7 @@ def cpu():
     return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")}
 
 
-def init(device_target="CPU", seed=None, processes=1, deterministic=False):
+def init(device_target="CPU", seed=None, processes=1):
     """Graph mode on ``device_target`` ("CPU", "GPU", "Ascend"); optionally seed everything.
 
     On CPU the operator thread pool is set to this process's share of the cores it may use
@@ -38,9 +38,8 @@ def init(device_target="CPU", seed=None, processes=1, deterministic=False):
     the rank-table launcher sets it. MindSpore allows the device to be set once per process;
     later calls only re-seed.
 
-    ``deterministic`` runs CPU kernels on one thread: with several, MindSpore 2.10's CPU
-    training kernels (convolution gradients) sum in a varying order and two runs with the same
-    seed differ in the last bits, even with its ``deterministic`` context flag on.
+    Runs are bit-reproducible on any thread count as long as the networks avoid MindSpore's
+    CPU Dropout kernel and gather gradients (see models/dropout.py, models/extractor.py).
 
     Raises:
         ValueError: a later call asks for a different device target.
@@ -50,7 +49,7 @@ def init(device_target="CPU", seed=None, processes=1, deterministic=False):
         ms.set_context(mode=ms.GRAPH_MODE)
         if device_target == "CPU":
             ms.set_device("CPU")
-            threads = 1 if deterministic else max(1, len(os.sched_getaffinity(0)) // processes)
+            threads = max(1, len(os.sched_getaffinity(0)) // processes)
             ms.device_context.cpu.op_tuning.threads_num(threads)
         else:
             ms.set_device(device_target, int(os.environ.get("DEVICE_ID", "0")))

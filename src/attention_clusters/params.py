@@ -85,7 +85,6 @@ SCHEMA = {
     "lr_schedule": _choice("constant", "cosine"),
     "warmup_epochs": _int(0, 100_000),
     "patience": _int(0, 100_000),
-    "deterministic": _choice(True, False),
     "mnist.source": _text(),
     "mnist.timeout_s": _float(0.0, strict=True, high=3600),
     "mnist.retries": _int(0, 100),
