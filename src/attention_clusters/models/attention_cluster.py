@@ -13,18 +13,14 @@ import math
 
 import mindspore as ms
 from mindspore import nn, ops
-from mindspore.common.initializer import Normal, Uniform
+from mindspore.common.initializer import Normal
 
 from .dropout import SeededDropout
+from .init import uniform_dense
 
 NUM_CLASSES = 1024
 HIDDEN = 128  # width of the fc=2 scoring layer
 NORM_EPS = 1e-12  # guards the L2 normalisation of an all-zero vector
-
-
-def _dense(fan_in, fan_out):
-    bound = 1 / math.sqrt(fan_in)
-    return nn.Dense(fan_in, fan_out, weight_init=Uniform(bound), bias_init=Uniform(bound))
 
 
 class ShiftingAttention(nn.Cell):
@@ -43,9 +39,9 @@ class ShiftingAttention(nn.Cell):
         self.natt = natt
         self.fc = fc
         if fc == 1:
-            self.score = _dense(feature_dim, natt)
+            self.score = uniform_dense(feature_dim, natt)
         else:
-            self.score = nn.SequentialCell([_dense(feature_dim, HIDDEN), nn.Tanh(), _dense(HIDDEN, natt)])
+            self.score = nn.SequentialCell([uniform_dense(feature_dim, HIDDEN), nn.Tanh(), uniform_dense(HIDDEN, natt)])
         std = math.sqrt(1 / math.sqrt(natt))
         self.shift_w = ms.Parameter(ms.common.initializer.initializer(Normal(std), (1, natt, 1), ms.float32))
         self.shift_b = ms.Parameter(ms.common.initializer.initializer(Normal(std), (1, natt, 1), ms.float32))
@@ -79,7 +75,7 @@ class AttentionCluster(nn.Cell):
         super().__init__()
         self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc) for dim in feature_dims])
         self.dropout = SeededDropout(dropout)
-        self.classifier = _dense(natt * sum(feature_dims), num_classes)
+        self.classifier = uniform_dense(natt * sum(feature_dims), num_classes)
 
     def construct(self, *streams):
         pooled = [cluster(x) for cluster, x in zip(self.clusters, streams)]

@@ -9,8 +9,8 @@ _instances = itertools.count(1)  # second seed of each layer built in this proce
 
 
 class SeededDropout(nn.Cell):
-    """Inverted dropout: in training ``x * (u >= p) / (1 - p)`` with u ~ uniform[0, 1), shaped
-    like ``mask_shape(x)``; the identity in eval mode.
+    """Inverted dropout: in training ``x * (u >= p) / (1 - p)`` with u ~ uniform[0, 1) drawn per
+    element (or per channel, below); the identity in eval mode.
 
     MindSpore 2.10's CPU Dropout kernel draws different masks from run to run when it runs on
     several threads, even with the seed set (measured: 4 distinct results in 9 runs); its

@@ -25,24 +25,15 @@ import math
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
-from mindspore.common.initializer import Uniform, initializer
 
 from .dropout import SeededDropout
+from .init import uniform_dense, uniform_parameter
 
 FEATURE_DIM = 50
 EXTRACTOR_KERNELS = "banded matmul"  # how the convolutions run (no oneDNN convolution kernel); in feature metrics
 NOISY_CLASSES = 11
 FRAME_SIDE = 28
 KERNEL = 5
-
-
-def _uniform(fan_in, shape):
-    return ms.Parameter(initializer(Uniform(1 / math.sqrt(fan_in)), shape, ms.float32))
-
-
-def _dense(fan_in, fan_out):
-    bound = Uniform(1 / math.sqrt(fan_in))
-    return nn.Dense(fan_in, fan_out, weight_init=bound, bias_init=bound)
 
 
 def _max(a, b, training):
@@ -100,8 +91,8 @@ class ConvMaxPool(nn.Cell):
         super().__init__()
         if (side - k + 1) % 2:
             raise ValueError(f"ConvMaxPool needs an even conv output, got side {side} and kernel {k}")
-        self.weight = _uniform(cin * k * k, (cout, cin, k, k))
-        self.bias = _uniform(cin * k * k, (cout,))
+        self.weight = uniform_parameter(cin * k * k, (cout, cin, k, k))
+        self.bias = uniform_parameter(cin * k * k, (cout,))
         self.side, self.cin, self.cout, self.k = side, cin, cout, k
         self.half = (side - k + 1) // 2
         self.input_grad = input_grad
@@ -146,7 +137,7 @@ class FrameExtractor(nn.Cell):
         super().__init__()
         self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10, input_grad=False)  # frames need no gradient
         self.conv2 = ConvMaxPool((FRAME_SIDE - KERNEL + 1) // 2, 10, 20)
-        self.fc1 = _dense(320, FEATURE_DIM)
+        self.fc1 = uniform_dense(320, FEATURE_DIM)
         self.dropout = SeededDropout(dropout)
         self.channel_dropout = SeededDropout(dropout, per_channel=True)
         self.relu = nn.ReLU()
@@ -178,7 +169,7 @@ class NoisyMnistClassifier(nn.Cell):
     def __init__(self, extractor):
         super().__init__()
         self.extractor = extractor
-        self.head = _dense(FEATURE_DIM, NOISY_CLASSES)
+        self.head = uniform_dense(FEATURE_DIM, NOISY_CLASSES)
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
     def construct(self, frames):
