@@ -14,6 +14,7 @@ import numpy as np
 from mindspore import nn, ops
 
 from attention_clusters.models.attention_cluster import NUM_CLASSES
+from attention_clusters.models.extractor import normalise
 
 
 class LoopUnit(nn.Cell):
@@ -54,7 +55,7 @@ class LoopAttentionCluster(nn.Cell):
 
 
 class PlainFrameExtractor(nn.Cell):
-    """SPEC 5 with MindSpore's convolution and pooling layers; (N, 28, 28) -> (N, 50)."""
+    """SPEC 5 with MindSpore's convolution and pooling layers: uint8 (N, 28, 28) -> float32 (N, 50)."""
 
     def __init__(self):
         super().__init__()
@@ -68,7 +69,7 @@ class PlainFrameExtractor(nn.Cell):
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
     def construct(self, frames):
-        x = frames.reshape(frames.shape[0], 1, 28, 28)
+        x = normalise(frames).reshape(frames.shape[0], 1, 28, 28)
         x = self.relu(self.pool(self.conv1(x)))
         x = self.relu(self.pool(self.channel_dropout(self.conv2(x))))
         x = self.relu(self.fc1(x.reshape(x.shape[0], -1)))

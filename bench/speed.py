@@ -1,24 +1,29 @@
 """Speed benchmark: figures and ratios measured in this run, on this machine, under two CPU ISAs.
 
-Every figure is measured twice, each time in a fresh child process: with the CPU's own ISA
-(``ONEDNN_MAX_CPU_ISA`` unset; AVX-512 where the CPU has it) and with ``ONEDNN_MAX_CPU_ISA=AVX2``
-(an AVX2-only host, emulated; oneDNN reads the variable when it loads). Per ISA, against a
-baseline measured in the same child:
+Every figure is measured under two ISA settings: the CPU's own (``ONEDNN_MAX_CPU_ISA`` unset;
+AVX-512 where the CPU has it) and ``ONEDNN_MAX_CPU_ISA=AVX2`` (an AVX2-only host, emulated;
+oneDNN reads the variable when it loads). Each (ISA, figure, implementation) runs in a fresh
+child process, as each stage does: a process that trained one network first runs the next one
+slower (measured: extractor training 4,490 -> 3,450 frames/s after an Attention Cluster
+natt=128 run in the same process). Per ISA, against a baseline measured in the same run:
 
 1. Attention Cluster training samples/s (batch 64) at fc=1 natt=8 and fc=2 natt=128: ours
    (all units in one batched product) against the per-unit Python loop of the reference code.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
-   frames a pass, as the feature stage runs): ours (banded matrix products) against the plain
-   ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
+   uint8 frames a pass, the feature stage's loop): ours (banded matrix products) against the
+   plain ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
 3. The same networks in PyTorch (CPU), when installed (``pip install -r
    bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
    (one epoch) and 3,072,000 frames extracted.
 
+Training rates are the median of three timed blocks after a compiling step.
+
 Usage: python bench/speed.py [--steps N] [--isa native avx2]
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -30,6 +35,9 @@ import numpy as np
 BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
 AC_CONFIGS = ((1, 8), (2, 128))
+AC_CLASSES = 1024  # Flash-MNIST labels (models.attention_cluster.NUM_CLASSES)
+FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")
+IMPLEMENTATIONS = ("ours", "baseline", "torch")
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {"native": None, "avx2": "AVX2"}
 
@@ -42,8 +50,9 @@ def host():
     return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-def train_rate(net, loss, x, y, steps, lr=1e-3):
-    """MindSpore training samples/s: ``steps`` Adam steps on one batch after a compiling step."""
+def train_rate(net, loss, x, y, steps, lr=1e-3, timed_blocks=3):
+    """MindSpore training samples/s: median over ``timed_blocks`` blocks of ``steps`` Adam
+    steps on one batch, after a compiling step."""
     import mindspore as ms
     from mindspore import nn
 
@@ -51,10 +60,13 @@ def train_rate(net, loss, x, y, steps, lr=1e-3):
     step.set_train(True)
     xs, ys = ms.Tensor(x), ms.Tensor(y)
     step(xs, ys)
-    start = time.perf_counter()
-    for _ in range(steps):
-        step(xs, ys)
-    return steps * len(x) / (time.perf_counter() - start)
+    rates = []
+    for _ in range(timed_blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step(xs, ys)
+        rates.append(steps * len(x) / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
 def extract_rate(extractor, videos):
@@ -68,50 +80,54 @@ def extract_rate(extractor, videos):
     return videos.shape[0] * videos.shape[1] / (time.perf_counter() - start)
 
 
-def measure(steps):
-    """Every figure of one ISA setting (run in a child process): dict name -> rate."""
+def inputs(figure):
+    """The numpy inputs of one figure, the same for every implementation: (x, y) or videos."""
+    rng = np.random.default_rng(0)
+    if figure.startswith("ac_"):
+        return rng.standard_normal((BATCH, 25, 50)).astype(np.float32), rng.integers(0, AC_CLASSES, BATCH).astype(np.int32)
+    if figure == "extractor_train":
+        return rng.integers(0, 256, (BATCH, 28, 28), dtype=np.uint8), rng.integers(0, 11, BATCH).astype(np.int32)
+    return rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
+
+
+def measure(figure, implementation, steps):
+    """One figure of one implementation (run in a fresh child process): samples/s or frames/s."""
+    data = inputs(figure)
+    if implementation == "torch":
+        import torch_models
+
+        steps = steps * 4 if figure == "extractor_train" else steps
+        return torch_models.rate(figure, data, steps, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
     from mindspore import nn
 
-    from attention_clusters import device, features
-    from attention_clusters.models.attention_cluster import NUM_CLASSES, AttentionCluster
+    from attention_clusters import device
+    from attention_clusters.models.attention_cluster import AttentionCluster
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
     from baselines import LoopAttentionCluster, PlainFrameExtractor
 
     device.init("CPU", seed=0)
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((BATCH, 25, 50)).astype(np.float32)
-    y = rng.integers(0, NUM_CLASSES, BATCH).astype(np.int32)
-    ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-    out = {}
-    for fc, natt in AC_CONFIGS:
-        out[f"ac_{fc}_{natt}"] = train_rate(AttentionCluster((50,), natt=natt, fc=fc), ce, x, y, steps)
-        out[f"ac_{fc}_{natt}_baseline"] = train_rate(LoopAttentionCluster(50, natt, fc), ce, x, y, max(5, steps // 5))
-    frames = features.normalise(rng.integers(0, 256, (BATCH, 28, 28), dtype=np.uint8))
-    labels = rng.integers(0, 11, BATCH).astype(np.int32)
-    out["extractor_train"] = train_rate(NoisyMnistClassifier(FrameExtractor()), nn.NLLLoss(), frames, labels, steps * 4)
-    out["extractor_train_baseline"] = train_rate(NoisyMnistClassifier(PlainFrameExtractor()), nn.NLLLoss(), frames, labels, max(3, steps // 5))
-    videos = rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
-    out["extract"] = extract_rate(FrameExtractor(), videos)
-    out["extract_baseline"] = extract_rate(PlainFrameExtractor(), videos[:EXTRACT_VIDEOS])
-    try:
-        import torch_models
-    except ImportError:
-        return out
-    torch_rates = torch_models.figures(steps, len(os.sched_getaffinity(0)), AC_CONFIGS, BATCH, EXTRACT_VIDEOS * 25)
-    out.update({f"{key}_torch": value for key, value in torch_rates.items()})
-    return out
+    ours = implementation == "ours"
+    if figure.startswith("ac_"):
+        fc, natt = (int(v) for v in figure.split("_")[1:])
+        net = AttentionCluster((50,), natt=natt, fc=fc) if ours else LoopAttentionCluster(50, natt, fc)
+        ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
+        return train_rate(net, ce, *data, steps if ours else max(5, steps // 5))
+    extractor = FrameExtractor() if ours else PlainFrameExtractor()
+    if figure == "extractor_train":
+        return train_rate(NoisyMnistClassifier(extractor), nn.NLLLoss(), *data, steps * 4 if ours else max(3, steps // 5))
+    return extract_rate(extractor, data if ours else data[:EXTRACT_VIDEOS])
 
 
-def run_child(isa, steps):
+def run_child(isa, figure, implementation, steps):
     """Run :func:`measure` in a fresh process with ``ONEDNN_MAX_CPU_ISA`` set for ``isa``."""
     env = dict(os.environ)
     env.pop("ONEDNN_MAX_CPU_ISA", None)
     if ISAS[isa]:
         env["ONEDNN_MAX_CPU_ISA"] = ISAS[isa]
-    cmd = [sys.executable, __file__, "--child", "--steps", str(steps)]
+    cmd = [sys.executable, __file__, "--child", figure, implementation, "--steps", str(steps)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
-        sys.exit(f"bench child for ISA {isa} failed:\n{result.stderr[-3000:]}")
+        sys.exit(f"bench child {figure}/{implementation} under ISA {isa} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -140,22 +156,27 @@ def table(rates):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50, help="timed Attention Cluster steps (extractor: 4x)")
+    parser.add_argument("--steps", type=int, default=50, help="timed Attention Cluster steps per block (extractor: 4x)")
     parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.child:
-        print(json.dumps(measure(args.steps)))
+        print(json.dumps(measure(*args.child, args.steps)))
         return
+    implementations = IMPLEMENTATIONS if importlib.util.find_spec("torch") else IMPLEMENTATIONS[:2]
     print(f"host: {host()}")
     print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
+    if "torch" not in implementations:
+        print("PyTorch not installed: its columns are skipped (pip install -r bench/requirements-torch.txt)")
     for isa in args.isa:
-        rates = run_child(isa, args.steps)
+        rates = {}
+        for figure in FIGURES:
+            for implementation in implementations:
+                key = figure if implementation == "ours" else f"{figure}_{implementation}"
+                rates[key] = run_child(isa, figure, implementation, args.steps)
         label = "the CPU's own" if ISAS[isa] is None else f"ONEDNN_MAX_CPU_ISA={ISAS[isa]}"
         print(f"\n== ISA: {label} ==")
-        if "ac_1_8_torch" not in rates:
-            print("PyTorch not installed: its columns are skipped (pip install -r bench/requirements-torch.txt)")
         print(table(rates).to_string())
         seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]
         print(f"feature stage at full MNIST size (extractor training + extraction): about {seconds / 60:.1f} minutes")

@@ -7,13 +7,14 @@ Only imported when torch is installed (``pip install -r bench/requirements-torch
 import math
 import time
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 
 class TorchExtractor(nn.Module):
-    """SPEC 5: (N, 28, 28) -> (N, 50) log-softmax features, plus the 50->11 training head."""
+    """SPEC 5: uint8 (N, 28, 28) -> (N, 50) log-softmax features, plus the 50->11 training head."""
 
     def __init__(self):
         super().__init__()
@@ -25,7 +26,8 @@ class TorchExtractor(nn.Module):
         self.head = nn.Linear(50, 11)
 
     def features(self, frames):
-        x = F.relu(F.max_pool2d(self.conv1(frames[:, None]), 2))
+        x = (frames[:, None].float() / 255.0 - 0.1307) / 0.3081  # SPEC 1
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
         x = F.relu(F.max_pool2d(self.channel_dropout(self.conv2(x)), 2))
         return F.log_softmax(self.dropout(F.relu(self.fc1(x.flatten(1)))), dim=-1)
 
@@ -56,8 +58,10 @@ class TorchAttentionCluster(nn.Module):
         return self.classifier(self.dropout(o.flatten(1)))
 
 
-def train_rate(model, x, y, steps, loss_fn):
-    """Training samples/s of ``steps`` Adam steps on one batch (after one warm-up step)."""
+def train_rate(model, x, y, steps, loss_fn, timed_blocks=3):
+    """Training samples/s: median over ``timed_blocks`` blocks of ``steps`` Adam steps on one
+    batch, after one warm-up step. x, y: numpy arrays."""
+    x, y = torch.from_numpy(x), torch.from_numpy(y).long()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     model.train()
 
@@ -67,31 +71,37 @@ def train_rate(model, x, y, steps, loss_fn):
         optimizer.step()
 
     step()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * len(x) / (time.perf_counter() - start)
+    rates = []
+    for _ in range(timed_blocks):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        rates.append(steps * len(x) / (time.perf_counter() - start))
+    return sorted(rates)[len(rates) // 2]
 
 
-def figures(steps, threads, ac_configs, batch, extract_frames):
-    """PyTorch figures keyed like bench/speed.py's own: samples/s and frames/s."""
+def extract_rate(extractor, videos, batch_frames):
+    """Frames/s of the feature stage's loop in PyTorch: uint8 numpy frames in, float32 numpy
+    features written to an array, ``batch_frames`` a pass (timed after one warm-up pass)."""
+    frames = videos.reshape(-1, 28, 28)
+    out = np.empty((len(frames), 50), np.float32)
+    extractor.eval()
+    with torch.no_grad():
+        extractor.features(torch.from_numpy(frames[:batch_frames]))
+        start = time.perf_counter()
+        for lo in range(0, len(frames), batch_frames):
+            out[lo : lo + batch_frames] = extractor.features(torch.from_numpy(frames[lo : lo + batch_frames])).numpy()
+    return len(frames) / (time.perf_counter() - start)
+
+
+def rate(figure, data, steps, threads, batch_frames):
+    """One PyTorch figure of bench/speed.py ("ac_FC_NATT", "extractor_train" or "extract") on
+    the same numpy ``data`` as ours: samples/s or frames/s."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
-    out = {}
-    x = torch.randn(batch, 25, 50)
-    y = torch.randint(0, 1024, (batch,))
-    for fc, natt in ac_configs:
-        out[f"ac_{fc}_{natt}"] = train_rate(TorchAttentionCluster(50, natt, fc), x, y, steps, F.cross_entropy)
-    frames = torch.randn(batch, 28, 28)
-    labels = torch.randint(0, 11, (batch,))
-    extractor = TorchExtractor()
-    out["extractor_train"] = train_rate(extractor, frames, labels, steps * 4, F.nll_loss)
-    extractor.eval()
-    many = torch.randn(extract_frames, 28, 28)
-    with torch.no_grad():
-        extractor.features(many)
-        start = time.perf_counter()
-        for _ in range(3):
-            extractor.features(many)
-    out["extract"] = 3 * extract_frames / (time.perf_counter() - start)
-    return out
+    if figure.startswith("ac_"):
+        fc, natt = (int(v) for v in figure.split("_")[1:])
+        return train_rate(TorchAttentionCluster(50, natt, fc), *data, steps, F.cross_entropy)
+    if figure == "extractor_train":
+        return train_rate(TorchExtractor(), *data, steps, F.nll_loss)
+    return extract_rate(TorchExtractor(), data, batch_frames)

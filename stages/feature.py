@@ -20,7 +20,7 @@ def run():
 
     test_frames = storage.load_npy(paths.noisy_file("test", "frames"))
     test_labels = storage.load_npy(paths.noisy_file("test", "labels"))
-    logits = batching.predict(classifier, test_frames, 1024, prepare=features.normalise)
+    logits = batching.predict(classifier, test_frames, 1024)
     top1 = evaluation.accuracy(logits, test_labels)
 
     extracted, start = 0, time.perf_counter()

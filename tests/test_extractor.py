@@ -9,7 +9,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from attention_clusters import device, features
+from attention_clusters import device
 from attention_clusters.models.extractor import FrameExtractor, column_shifts, row_selectors
 from conftest import ROOT
 
@@ -33,8 +33,9 @@ def max_pool2(x):
 
 
 def reference_features(frames, p):
-    """SPEC 5 in eval mode, numpy float64: frames (N, 28, 28) -> log-softmax features (N, 50)."""
-    x = frames[:, None].astype(np.float64)
+    """SPEC 1 + SPEC 5 in eval mode, numpy float64: uint8 frames (N, 28, 28) -> log-softmax
+    features (N, 50)."""
+    x = (frames[:, None] / 255.0 - 0.1307) / 0.3081
     x = np.maximum(max_pool2(conv_valid(x, p["conv1.weight"], p["conv1.bias"])), 0)
     x = np.maximum(max_pool2(conv_valid(x, p["conv2.weight"], p["conv2.bias"])), 0)
     x = np.maximum(x.reshape(len(x), -1) @ p["fc1.weight"].T + p["fc1.bias"], 0)
@@ -42,12 +43,12 @@ def reference_features(frames, p):
 
 
 def test_selectors_place_rows_and_columns():
-    sel = row_selectors(12)  # conv2: 12 -> 8 rows, pooled 4
-    assert sel.shape == (2, 20, 12) and sel.sum() == 40
-    assert sel[1, 3 * 5 + 4, 2 * 3 + 1 + 4] == 1  # p=3, d=4, odd rows -> input row 11
-    shift = column_shifts(28).reshape(2, 5, 28, 12)
-    assert shift[0, 2, 2 * 5 + 2, 5] == 1 and shift[1, 4, 2 * 11 + 1 + 4, 11] == 1
-    assert (shift.sum(axis=2) == 1).all()  # every (offset, tap, pooled column) reads one input column
+    sel = row_selectors(12).reshape(2, 4, 5, 12)  # conv2: 12 -> 8 rows, pooled 4
+    assert sel.sum() == 40 and (sel.sum(axis=3) == 1).all()
+    assert sel[1, 3, 4, 2 * 3 + 1 + 4] == 1  # p=3, d=4, odd rows -> input row 11
+    shift = column_shifts(28).reshape(5, 2, 28, 12)
+    assert shift[2, 0, 2 * 5 + 2, 5] == 1 and shift[4, 1, 2 * 11 + 1 + 4, 11] == 1
+    assert (shift.sum(axis=2) == 1).all()  # every (tap, offset, pooled column) reads one input column
 
 
 def test_features_match_numpy_reference_of_spec5():
@@ -55,7 +56,7 @@ def test_features_match_numpy_reference_of_spec5():
     params = {p.name: p.asnumpy().astype(np.float64) for p in net.get_parameters()}
     assert params["conv1.weight"].shape == (10, 1, 5, 5) and params["conv2.weight"].shape == (20, 10, 5, 5)
     assert params["fc1.weight"].shape == (50, 320)
-    frames = features.normalise(np.random.default_rng(3).integers(0, 256, (7, 28, 28), dtype=np.uint8))
+    frames = np.random.default_rng(3).integers(0, 256, (7, 28, 28), dtype=np.uint8)
     net.set_train(False)
     ours = net(ms.Tensor(frames)).asnumpy()
     assert ours.shape == (7, 50) and ours.dtype == np.float32
@@ -73,7 +74,7 @@ class Maps(nn.Cell):
 
 def test_channel_dropout_drops_whole_channels_in_training():
     net = FrameExtractor()
-    frames = ms.Tensor(features.normalise(np.random.default_rng(4).integers(0, 256, (16, 28, 28), dtype=np.uint8)))
+    frames = ms.Tensor(np.random.default_rng(4).integers(0, 256, (16, 28, 28), dtype=np.uint8))
     probe = Maps(net)
     probe.set_train(False)
     plain = probe(frames).asnumpy()  # (16 frames, 16 pixels, 20 channels)
@@ -89,7 +90,7 @@ TRAIN_AND_HASH = """
 import hashlib
 import mindspore as ms, numpy as np
 from mindspore import nn
-from attention_clusters import device, features
+from attention_clusters import device
 from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
 device.init("CPU", seed=5)
 clf = NoisyMnistClassifier(FrameExtractor())
@@ -97,7 +98,7 @@ step = nn.TrainOneStepCell(nn.WithLossCell(clf, nn.NLLLoss()), nn.Adam(clf.train
 step.set_train(True)
 rng = np.random.default_rng(0)
 for _ in range(40):
-    x = features.normalise(rng.integers(0, 256, (64, 28, 28), dtype=np.uint8))
+    x = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8)
     step(ms.Tensor(x), ms.Tensor(rng.integers(0, 11, 64).astype(np.int32)))
 print(hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in clf.trainable_params())).hexdigest())
 """
@@ -130,7 +131,7 @@ def test_forward_is_not_on_a_slow_kernel_path():
     """Extractor forward vs a plain matmul of the SPEC 5 network's FLOPs, in one process.
 
     The SPEC 5 layers cost about 0.96 MFLOP per frame (conv1 288k, conv2 640k, dense 32k);
-    the banded products here do about 3.3 times that, in smaller products than one square
+    the banded products here do about 3.3 times that, in less square products than one square
     matmul: measured 4-10 on a 2-core Xeon (AVX-512 and AVX2). MindSpore's nn.Conv2d on
     oneDNN's reference kernel (AVX-512) measured 420.
     """
@@ -141,6 +142,6 @@ def test_forward_is_not_on_a_slow_kernel_path():
     matmul = ops.MatMul()
     net = FrameExtractor()
     net.set_train(False)
-    x = ms.Tensor(features.normalise(np.random.default_rng(1).integers(0, 256, (frames, 28, 28), dtype=np.uint8)))
+    x = ms.Tensor(np.random.default_rng(1).integers(0, 256, (frames, 28, 28), dtype=np.uint8))
     ratio = best_seconds(lambda: net(x).asnumpy()) / best_seconds(lambda: matmul(a, a).asnumpy())
     assert ratio < 30, f"extractor forward is {ratio:.1f}x a matmul of the same FLOPs (expected 4-10)"

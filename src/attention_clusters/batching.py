@@ -8,7 +8,7 @@ def _tensor(array):
     return ms.Tensor(np.ascontiguousarray(array))
 
 
-def run_epoch(train_step, inputs, labels, batch_size, order, prepare=None, progress=None):
+def run_epoch(train_step, inputs, labels, batch_size, order, progress=None):
     """One pass of ``train_step`` over the samples in ``order``; returns the mean loss (float).
 
     Args:
@@ -18,23 +18,18 @@ def run_epoch(train_step, inputs, labels, batch_size, order, prepare=None, progr
         order: int (M,) sample indices in the order to visit. Only full batches are run (the
             last M mod batch_size samples are skipped; with a fresh shuffle each epoch every
             sample is still seen), so the graph compiles for one shape.
-        prepare: optional callable mapping a numpy batch of inputs to float32 (e.g.
-            normalisation).
         progress: optional callable taking the number of samples just done.
     """
     losses = []
     for lo in range(0, len(order) - batch_size + 1, batch_size):
         idx = np.sort(order[lo : lo + batch_size])  # sorted reads are faster on memory maps
-        x = inputs[idx]
-        if prepare is not None:
-            x = prepare(x)
-        losses.append(float(train_step(_tensor(x), _tensor(labels[idx].astype(np.int32))).asnumpy()))
+        losses.append(float(train_step(_tensor(inputs[idx]), _tensor(labels[idx].astype(np.int32))).asnumpy()))
         if progress is not None:
             progress(batch_size)
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def predict(net, inputs, batch_size, out=None, prepare=None, progress=None):
+def predict(net, inputs, batch_size, out=None, progress=None):
     """Outputs of ``net`` (in eval mode) for every sample of ``inputs``, in order.
 
     The last batch is padded to ``batch_size`` (so one graph serves all batches) and the padding
@@ -42,7 +37,7 @@ def predict(net, inputs, batch_size, out=None, prepare=None, progress=None):
 
     Args:
         inputs: array (N, ...); out: optional preallocated array (N, K) to fill (e.g. a memory
-            map); prepare, progress: as in :func:`run_epoch`.
+            map); progress: as in :func:`run_epoch`.
 
     Returns:
         float32 (N, K) (``out`` when given).
@@ -51,8 +46,6 @@ def predict(net, inputs, batch_size, out=None, prepare=None, progress=None):
     n = len(inputs)
     for lo in range(0, n, batch_size):
         x = np.asarray(inputs[lo : lo + batch_size])
-        if prepare is not None:
-            x = prepare(x)
         real = len(x)
         if real < batch_size:
             x = np.concatenate([x, np.zeros((batch_size - real,) + x.shape[1:], x.dtype)])

@@ -8,14 +8,6 @@ from .batching import predict, run_epoch
 from .errors import UserError
 from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier
 
-MEAN, STD = 0.1307, 0.3081  # MNIST frame normalisation (SPEC 1)
-
-
-def normalise(frames):
-    """uint8 frames -> float32 ``(x / 255 - 0.1307) / 0.3081`` (SPEC 1), same shape."""
-    return ((np.asarray(frames, dtype=np.float32) / 255.0 - MEAN) / STD).astype(np.float32)
-
-
 def train_extractor(frames, labels, epochs, lr, batch_size, seed):
     """Train the SPEC 5 extractor with its 11-class head on Noisy-MNIST.
 
@@ -39,7 +31,7 @@ def train_extractor(frames, labels, epochs, lr, batch_size, seed):
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(frames))
         with tqdm(total=len(order) // batch_size * batch_size, desc=f"extractor epoch {epoch + 1}/{epochs}", unit="frame") as bar:
-            loss = run_epoch(step, frames, labels, batch_size, order, prepare=normalise, progress=bar.update)
+            loss = run_epoch(step, frames, labels, batch_size, order, progress=bar.update)
         print(f"extractor epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
     return extractor, classifier
 
@@ -57,4 +49,4 @@ def extract(extractor, videos, out, batch_videos, desc="features"):
     frames = videos.reshape(n * length, *videos.shape[2:])
     flat = out.reshape(n * length, FEATURE_DIM)
     with tqdm(total=len(frames), desc=desc, unit="frame", unit_scale=True) as bar:
-        predict(extractor, frames, batch_videos * length, out=flat, prepare=normalise, progress=bar.update)
+        predict(extractor, frames, batch_videos * length, out=flat, progress=bar.update)

@@ -11,8 +11,8 @@ channel-major NCHW flatten), so a checkpoint reads the same either way.
 Why matrix products: MindSpore 2.10's bundled oneDNN runs NCHW float32 convolutions through a
 reference kernel on AVX-512 CPUs (``jit_uni_ncsp:conv+ref``, 20-40x slower than its AVX2
 path), and its max-pool gradient is slow on every CPU. Here each "conv + 2x2 max-pool" block
-(:class:`ConvMaxPool`) is four products with banded (Toeplitz) weight matrices, one per
-position in the pooling window; in training the max of four is taken as
+(:class:`ConvMaxPool`) is one product with a banded (Toeplitz) weight matrix that yields all
+four positions of each pooling window; in training the max of two is taken as
 ``max(a, b) = b + relu(a - b)``, whose gradient is cheap elementwise arithmetic. Where an input
 gradient is needed, rows are picked by a constant 0/1 matrix rather than a gather, whose
 scatter-add gradient sums in a varying order on several threads, and dropout masks come from
@@ -33,6 +33,7 @@ FEATURE_DIM = 50
 EXTRACTOR_KERNELS = "banded matmul"  # how the convolutions run (no oneDNN convolution kernel); in feature metrics
 NOISY_CLASSES = 11
 FRAME_SIDE = 28
+MEAN, STD = 0.1307, 0.3081  # MNIST frame normalisation (SPEC 1)
 KERNEL = 5
 
 
@@ -43,48 +44,55 @@ def _max(a, b, training):
 
 
 def row_selectors(side, k=KERNEL):
-    """0/1 float32 (2, P*k, side) matrices stacking the k input rows under each conv output row.
+    """0/1 float32 (2*P*k, side) matrix stacking the k input rows under each conv output row.
 
-    For conv output rows of parity ``par`` (row ``2p + par``), P = (side - k + 1) // 2,
-    ``sel[par][p*k + d, 2p + par + d] = 1``: ``sel[par] @ x`` lists the k rows feeding each.
+    Rows are ordered (parity, p, d), P = (side - k + 1) // 2: the conv output row of parity
+    ``par`` in pooling window ``p`` is 2p + par, and ``sel[(par*P + p)*k + d, 2p + par + d] = 1``,
+    so ``sel @ x`` lists the k rows feeding each conv output row, both parities.
     """
     half = (side - k + 1) // 2
-    sel = np.zeros((2, half * k, side), np.float32)
+    sel = np.zeros((2, half, k, side), np.float32)
     for par in range(2):
         for p in range(half):
             for d in range(k):
-                sel[par, p * k + d, 2 * p + par + d] = 1
-    return sel
+                sel[par, p, d, 2 * p + par + d] = 1
+    return sel.reshape(2 * half * k, side)
 
 
 def column_shifts(side, k=KERNEL):
-    """0/1 float32 (2, k, side * Q) matrices placing kernel column dj at input column 2q+par+dj.
+    """0/1 float32 (k, 2*side*Q) matrix placing kernel column dj at input column 2q+par+dj.
 
-    ``shift[par][dj, col * Q + q] = 1`` where ``col == 2q + par + dj``, Q = (side - k + 1) // 2.
+    Columns are ordered (parity, col, q), Q = (side - k + 1) // 2:
+    ``shift[dj, (par*side + col)*Q + q] = 1`` where ``col == 2q + par + dj``.
     """
     half = (side - k + 1) // 2
-    shift = np.zeros((2, k, side, half), np.float32)
+    shift = np.zeros((k, 2, side, half), np.float32)
     for par in range(2):
         for q in range(half):
             for dj in range(k):
-                shift[par, dj, 2 * q + par + dj, q] = 1
-    return shift.reshape(2, k, side * half)
+                shift[dj, par, 2 * q + par + dj, q] = 1
+    return shift.reshape(k, 2 * side * half)
 
 
 class ConvMaxPool(nn.Cell):
-    """A valid kxk convolution with bias followed by a 2x2 max-pool, as banded matrix products.
+    """A valid kxk convolution with bias followed by a 2x2 max-pool, as one banded matrix product.
 
-    Activations are "rows of channels-last pixels": float32 (N, H, W*C). For the conv output
-    pixel (r, j) = (2p + rp, 2q + cp) at pooling offset (rp, cp), the product of the stacked
-    input rows ``win_rp`` (N*P, k*W*Cin) with the banded matrix ``T_cp`` (k*W*Cin, Q*Cout),
-    ``T_cp[(di, col, ci), (q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
-    kernel), gives all channels of all Q pooled columns; the pooled output is the max over the
-    four (rp, cp) products plus the bias (max commutes with adding a per-channel constant).
+    Activations are "rows of channels-last pixels": float32 (N, H, W*C). The k input rows under
+    every conv output row (both row parities, stacked: "windows", (N*2*P, k*W*Cin)) times the
+    banded matrix ``T`` (k*W*Cin, 2*Q*Cout),
+    ``T[(di, col, ci), (cp, q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
+    kernel), give the conv output at all four positions (rp, cp) of every 2x2 pooling window;
+    the pooled output is the max over the four plus the bias (max commutes with adding a
+    per-channel constant). One large product runs nearer the CPU's peak than four small ones.
 
     Args:
         side: H = W of the input. cin, cout: channels. k: kernel size.
+        input_grad: whether a gradient flows back into the input (False for the frames).
 
     Input float32 (N, side, side*cin); output float32 (N, P, P*cout), P = (side - k + 1) // 2.
+
+    Raises:
+        ValueError: side - k + 1 is odd (the 2x2 pool would drop a row).
     """
 
     def __init__(self, side, cin, cout, k=KERNEL, input_grad=True):
@@ -96,42 +104,52 @@ class ConvMaxPool(nn.Cell):
         self.side, self.cin, self.cout, self.k = side, cin, cout, k
         self.half = (side - k + 1) // 2
         self.input_grad = input_grad
-        selectors = row_selectors(side, k)
-        self.rows = [ms.Tensor(sel) for sel in selectors]
-        self.row_index = [ms.Tensor(sel.argmax(axis=1).astype(np.int32)) for sel in selectors]
-        self.shifts = [ms.Tensor(shift) for shift in column_shifts(side, k)]
+        selector = row_selectors(side, k)
+        self.rows = ms.Tensor(selector)
+        self.row_index = ms.Tensor(selector.argmax(axis=1).astype(np.int32))
+        self.shifts = ms.Tensor(column_shifts(side, k))
 
-    def banded(self, shift):
-        """The banded weight matrix for one column offset: float32 (k*W*Cin, Q*Cout)."""
+    def banded(self):
+        """The banded weight matrix: float32 (k*W*Cin, 2*Q*Cout), columns (cp, q, co)."""
         k, side, cin, cout, half = self.k, self.side, self.cin, self.cout, self.half
         taps = self.weight.transpose(2, 1, 0, 3).reshape(k * cin * cout, k)  # (di ci co, dj)
-        t = ops.matmul(taps, shift).reshape(k, cin, cout, side, half)  # (di, ci, co, col, q)
-        return t.transpose(0, 3, 1, 4, 2).reshape(k * side * cin, half * cout)
+        t = ops.matmul(taps, self.shifts).reshape(k, cin, cout, 2, side, half)  # (di, ci, co, cp, col, q)
+        return t.transpose(0, 4, 1, 3, 5, 2).reshape(k * side * cin, 2 * half * cout)
 
-    def windows(self, x, par):
-        """The k input rows under each conv output row of parity ``par``: (N*P, k*W*Cin).
+    def windows(self, x):
+        """The k input rows under each conv output row: float32 (N*2*P, k*W*Cin), rows (n, rp, p).
 
         A gather where no input gradient is needed; else a product with the 0/1 selector,
         whose gradient (a product too) sums in a fixed order, unlike a gather's scatter-add.
         """
         if self.input_grad and self.training:
-            win = ops.matmul(self.rows[par], x)
+            win = ops.matmul(self.rows, x)
         else:
-            win = ops.gather(x, self.row_index[par], 1)
-        return win.reshape(x.shape[0] * self.half, self.k * self.side * self.cin)
+            win = ops.gather(x, self.row_index, 1)
+        return win.reshape(x.shape[0] * 2 * self.half, self.k * self.side * self.cin)
 
     def construct(self, x):
-        bands = [self.banded(shift) for shift in self.shifts]
-        pooled = []
-        for par in range(2):
-            win = self.windows(x, par)
-            pooled.append(_max(ops.matmul(win, bands[0]), ops.matmul(win, bands[1]), self.training))
-        y = ops.bias_add(_max(pooled[0], pooled[1], self.training), ops.tile(self.bias, (self.half,)))
-        return y.reshape(x.shape[0], self.half, self.half * self.cout)
+        n, half, cout = x.shape[0], self.half, self.cout
+        y = ops.matmul(self.windows(x), self.banded())  # (N*2*P, 2*Q*Cout): rows (n, rp, p), cols (cp, q, co)
+        even, odd = ops.split(y.reshape(n, 2, half * 2 * half * cout), 1, 1)  # the two row offsets rp
+        y = _max(even, odd, self.training).reshape(n * half, 2, half * cout)
+        left, right = ops.split(y, 1, 1)  # the two column offsets cp
+        y = _max(left, right, self.training).reshape(n * half, half * cout)
+        return ops.bias_add(y, ops.tile(self.bias, (half,))).reshape(n, half, half * cout)
+
+
+def normalise(frames):
+    """uint8 frames (any shape) -> float32 ``(x / 255 - 0.1307) / 0.3081`` (SPEC 1), in the graph.
+
+    Done inside the network so that batches cross from numpy as uint8: a quarter of the bytes
+    of float32, and no numpy pass over them.
+    """
+    return (frames.astype(ms.float32) / 255.0 - MEAN) / STD
 
 
 class FrameExtractor(nn.Cell):
-    """Frames -> features. Input float32 (N, 28, 28) normalised frames; output float32 (N, 50)."""
+    """Frames -> features. Input uint8 (N, 28, 28) raw MNIST frames (normalised here, SPEC 1);
+    output float32 (N, 50)."""
 
     def __init__(self, dropout=0.5):
         super().__init__()
@@ -144,13 +162,14 @@ class FrameExtractor(nn.Cell):
         self.log_softmax = nn.LogSoftmax(axis=-1)
 
     def maps(self, frames):
-        """Second block before its ReLU: float32 (N, 16, 20), pixels x channels, dropout applied.
+        """Second block before its ReLU: uint8 frames (N, 28, 28) -> float32 (N, 16, 20), pixels x
+        channels, dropout applied.
 
         Channel dropout comes after the pooling here; that equals SPEC 5's order (dropout, then
         pooling) because the mask is >= 0 and constant over a channel's pixels.
         """
         n = frames.shape[0]
-        x = self.relu(self.conv1(frames.reshape(n, FRAME_SIDE, FRAME_SIDE)))
+        x = self.relu(self.conv1(normalise(frames).reshape(n, FRAME_SIDE, FRAME_SIDE)))
         x = self.conv2(x)  # (N, 4, 4*20)
         return self.channel_dropout(x.reshape(n, x.shape[1] * x.shape[1], self.conv2.cout))
 
@@ -164,7 +183,8 @@ class FrameExtractor(nn.Cell):
 
 
 class NoisyMnistClassifier(nn.Cell):
-    """Extractor plus the 50->11 training head; output float32 (N, 11) log-probabilities."""
+    """Extractor plus the 50->11 training head: uint8 frames (N, 28, 28) -> float32 (N, 11)
+    log-probabilities."""
 
     def __init__(self, extractor):
         super().__init__()
