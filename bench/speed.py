@@ -1,8 +1,9 @@
 """Speed benchmark: figures and ratios measured in this run, on this machine, under two CPU ISAs.
 
-Every figure is measured under two ISA settings: the CPU's own (``ONEDNN_MAX_CPU_ISA`` unset;
-AVX-512 where the CPU has it) and ``ONEDNN_MAX_CPU_ISA=AVX2`` (an AVX2-only host, emulated;
-oneDNN reads the variable when it loads). Each (ISA, figure, implementation) runs in a fresh
+Every figure is measured under two ISA settings: the CPU's own (AVX-512 where the CPU has it)
+and an AVX2-only host, emulated by ``ONEDNN_MAX_CPU_ISA=AVX2`` (MindSpore's and PyTorch's oneDNN)
+and ``MKL_ENABLE_INSTRUCTIONS=AVX2`` (PyTorch's matrix products); both libraries read them when
+they load. Each (ISA, figure, implementation) runs in a fresh
 child process, as each stage does: a process that trained one network first runs the next one
 slower (measured: extractor training 4,490 -> 3,450 frames/s after an Attention Cluster
 natt=128 run in the same process). Per ISA, against a baseline measured in the same run:
@@ -39,7 +40,7 @@ AC_CLASSES = 1024  # Flash-MNIST labels (models.attention_cluster.NUM_CLASSES)
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")
 IMPLEMENTATIONS = ("ours", "baseline", "torch")
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
-ISAS = {"native": None, "avx2": "AVX2"}
+ISAS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}  # environment per setting
 
 
 def host():
@@ -119,11 +120,9 @@ def measure(figure, implementation, steps):
 
 
 def run_child(isa, figure, implementation, steps):
-    """Run :func:`measure` in a fresh process with ``ONEDNN_MAX_CPU_ISA`` set for ``isa``."""
-    env = dict(os.environ)
-    env.pop("ONEDNN_MAX_CPU_ISA", None)
-    if ISAS[isa]:
-        env["ONEDNN_MAX_CPU_ISA"] = ISAS[isa]
+    """Run :func:`measure` in a fresh process with the environment of ISA setting ``isa``."""
+    env = {key: value for key, value in os.environ.items() if key not in ISAS["avx2"]}
+    env.update(ISAS[isa])
     cmd = [sys.executable, __file__, "--child", figure, implementation, "--steps", str(steps)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
@@ -175,7 +174,7 @@ def main():
             for implementation in implementations:
                 key = figure if implementation == "ours" else f"{figure}_{implementation}"
                 rates[key] = run_child(isa, figure, implementation, args.steps)
-        label = "the CPU's own" if ISAS[isa] is None else f"ONEDNN_MAX_CPU_ISA={ISAS[isa]}"
+        label = " ".join(f"{key}={value}" for key, value in ISAS[isa].items()) or "the CPU's own"
         print(f"\n== ISA: {label} ==")
         print(table(rates).to_string())
         seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]

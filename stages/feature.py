@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage, training
-from attention_clusters.models.extractor import EXTRACTOR_KERNELS, FEATURE_DIM
+from attention_clusters.models.extractor import FEATURE_DIM
 
 
 def run():
@@ -40,7 +40,7 @@ def run():
             "extract_frames_per_s": round(extract_fps),
             "source": mnist.read_provenance(paths.SOURCE_JSON)["source"],
             "cpu": device.cpu(),
-            "kernels": EXTRACTOR_KERNELS,
+            "kernels": extractor.kernels,
         },
     )
     return f"Noisy-MNIST test top-1 {top1:.2f} %; trained at {train_fps:,.0f} frames/s, extracted {extracted:,} frames at {extract_fps:,.0f} frames/s"

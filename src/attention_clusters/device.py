@@ -12,7 +12,8 @@ def cpu():
 
     Keys: ``model`` (the /proc/cpuinfo model name with family and model numbers), ``cores``
     (usable by this process), ``isa`` ("avx512", "avx2" or "older": the widest x86 vector set
-    the CPU has) and ``onednn_max_cpu_isa`` (the user's cap for oneDNN, "unset" by default).
+    the CPU has), ``onednn_max_cpu_isa`` (the user's cap for oneDNN, "unset" by default) and
+    ``onednn_isa`` (what oneDNN uses given both, :func:`onednn_isa`).
     Values are "?" where /proc/cpuinfo is unreadable (non-Linux).
     """
     info = {}
@@ -26,7 +27,22 @@ def cpu():
     flags = info.get("flags", "").split()
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older" if flags else "?"
     model = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
-    return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")}
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")
+    return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": cap, "onednn_isa": onednn_isa(isa, cap)}
+
+
+ISA_ORDER = ("?", "older", "avx2", "avx512")
+
+
+def onednn_isa(isa, cap):
+    """The widest vector ISA oneDNN uses: the CPU's ``isa`` ("avx512", "avx2", "older", "?"),
+    lowered by the user's ``ONEDNN_MAX_CPU_ISA`` value ``cap`` ("unset", "DEFAULT", "AVX2",
+    "AVX512_CORE", ...; oneDNN's names, case-insensitive)."""
+    cap = cap.upper()
+    if cap in ("UNSET", "DEFAULT", "ALL", ""):
+        return isa
+    capped = "avx512" if cap.startswith(("AVX512", "AVX10")) else "avx2" if cap.startswith("AVX2") else "older"
+    return min(isa, capped, key=ISA_ORDER.index)
 
 
 def init(device_target="CPU", seed=None, processes=1):

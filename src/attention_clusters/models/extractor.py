@@ -11,8 +11,8 @@ channel-major NCHW flatten), so a checkpoint reads the same either way.
 Why matrix products: MindSpore 2.10's bundled oneDNN runs NCHW float32 convolutions through a
 reference kernel on AVX-512 CPUs (``jit_uni_ncsp:conv+ref``, 20-40x slower than its AVX2
 path), and its max-pool gradient is slow on every CPU. Here each "conv + 2x2 max-pool" block
-(:class:`ConvMaxPool`) is one product with a banded (Toeplitz) weight matrix that yields all
-four positions of each pooling window; in training the max of two is taken as
+(:class:`ConvMaxPool`) is four products with banded (Toeplitz) weight matrices, one per
+position in the pooling window; in training the max of four is taken as
 ``max(a, b) = b + relu(a - b)``, whose gradient is cheap elementwise arithmetic. Where an input
 gradient is needed, rows are picked by a constant 0/1 matrix rather than a gather, whose
 scatter-add gradient sums in a varying order on several threads, and dropout masks come from
@@ -26,11 +26,11 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
+from .. import device
 from .dropout import SeededDropout
 from .init import uniform_dense, uniform_parameter
 
 FEATURE_DIM = 50
-EXTRACTOR_KERNELS = "banded matmul"  # how the convolutions run (no oneDNN convolution kernel); in feature metrics
 NOISY_CLASSES = 11
 FRAME_SIDE = 28
 MEAN, STD = 0.1307, 0.3081  # MNIST frame normalisation (SPEC 1)
@@ -44,46 +44,43 @@ def _max(a, b, training):
 
 
 def row_selectors(side, k=KERNEL):
-    """0/1 float32 (2*P*k, side) matrix stacking the k input rows under each conv output row.
+    """0/1 float32 (2, P*k, side) matrices stacking the k input rows under each conv output row.
 
-    Rows are ordered (parity, p, d), P = (side - k + 1) // 2: the conv output row of parity
-    ``par`` in pooling window ``p`` is 2p + par, and ``sel[(par*P + p)*k + d, 2p + par + d] = 1``,
-    so ``sel @ x`` lists the k rows feeding each conv output row, both parities.
+    For conv output rows of parity ``par`` (row ``2p + par``), P = (side - k + 1) // 2,
+    ``sel[par][p*k + d, 2p + par + d] = 1``: ``sel[par] @ x`` lists the k rows feeding each.
     """
     half = (side - k + 1) // 2
-    sel = np.zeros((2, half, k, side), np.float32)
+    sel = np.zeros((2, half * k, side), np.float32)
     for par in range(2):
         for p in range(half):
             for d in range(k):
-                sel[par, p, d, 2 * p + par + d] = 1
-    return sel.reshape(2 * half * k, side)
+                sel[par, p * k + d, 2 * p + par + d] = 1
+    return sel
 
 
 def column_shifts(side, k=KERNEL):
-    """0/1 float32 (k, 2*side*Q) matrix placing kernel column dj at input column 2q+par+dj.
+    """0/1 float32 (2, k, side * Q) matrices placing kernel column dj at input column 2q+par+dj.
 
-    Columns are ordered (parity, col, q), Q = (side - k + 1) // 2:
-    ``shift[dj, (par*side + col)*Q + q] = 1`` where ``col == 2q + par + dj``.
+    ``shift[par][dj, col * Q + q] = 1`` where ``col == 2q + par + dj``, Q = (side - k + 1) // 2.
     """
     half = (side - k + 1) // 2
-    shift = np.zeros((k, 2, side, half), np.float32)
+    shift = np.zeros((2, k, side, half), np.float32)
     for par in range(2):
         for q in range(half):
             for dj in range(k):
-                shift[dj, par, 2 * q + par + dj, q] = 1
-    return shift.reshape(k, 2 * side * half)
+                shift[par, dj, 2 * q + par + dj, q] = 1
+    return shift.reshape(2, k, side * half)
 
 
 class ConvMaxPool(nn.Cell):
-    """A valid kxk convolution with bias followed by a 2x2 max-pool, as one banded matrix product.
+    """A valid kxk convolution with bias followed by a 2x2 max-pool, as banded matrix products.
 
-    Activations are "rows of channels-last pixels": float32 (N, H, W*C). The k input rows under
-    every conv output row (both row parities, stacked: "windows", (N*2*P, k*W*Cin)) times the
-    banded matrix ``T`` (k*W*Cin, 2*Q*Cout),
-    ``T[(di, col, ci), (cp, q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
-    kernel), give the conv output at all four positions (rp, cp) of every 2x2 pooling window;
-    the pooled output is the max over the four plus the bias (max commutes with adding a
-    per-channel constant). One large product runs nearer the CPU's peak than four small ones.
+    Activations are "rows of channels-last pixels": float32 (N, H, W*C). For the conv output
+    pixel (r, j) = (2p + rp, 2q + cp) at pooling offset (rp, cp), the product of the stacked
+    input rows ``win_rp`` (N*P, k*W*Cin) with the banded matrix ``T_cp`` (k*W*Cin, Q*Cout),
+    ``T_cp[(di, col, ci), (q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
+    kernel), gives all channels of all Q pooled columns; the pooled output is the max over the
+    four (rp, cp) products plus the bias (max commutes with adding a per-channel constant).
 
     Args:
         side: H = W of the input. cin, cout: channels. k: kernel size.
@@ -104,52 +101,76 @@ class ConvMaxPool(nn.Cell):
         self.side, self.cin, self.cout, self.k = side, cin, cout, k
         self.half = (side - k + 1) // 2
         self.input_grad = input_grad
-        selector = row_selectors(side, k)
-        self.rows = ms.Tensor(selector)
-        self.row_index = ms.Tensor(selector.argmax(axis=1).astype(np.int32))
-        self.shifts = ms.Tensor(column_shifts(side, k))
+        selectors = row_selectors(side, k)
+        self.rows = [ms.Tensor(sel) for sel in selectors]
+        self.row_index = [ms.Tensor(sel.argmax(axis=1).astype(np.int32)) for sel in selectors]
+        self.shifts = [ms.Tensor(shift) for shift in column_shifts(side, k)]
+        self.conv = ops.Conv2D(cout, k, pad_mode="valid")  # the plain layer, for plain()
+        self.pool = ops.MaxPool(kernel_size=2, strides=2)
 
-    def banded(self):
-        """The banded weight matrix: float32 (k*W*Cin, 2*Q*Cout), columns (cp, q, co)."""
+    def banded(self, shift):
+        """The banded weight matrix for one column offset: float32 (k*W*Cin, Q*Cout)."""
         k, side, cin, cout, half = self.k, self.side, self.cin, self.cout, self.half
         taps = self.weight.transpose(2, 1, 0, 3).reshape(k * cin * cout, k)  # (di ci co, dj)
-        t = ops.matmul(taps, self.shifts).reshape(k, cin, cout, 2, side, half)  # (di, ci, co, cp, col, q)
-        return t.transpose(0, 4, 1, 3, 5, 2).reshape(k * side * cin, 2 * half * cout)
+        t = ops.matmul(taps, shift).reshape(k, cin, cout, side, half)  # (di, ci, co, col, q)
+        return t.transpose(0, 3, 1, 4, 2).reshape(k * side * cin, half * cout)
 
-    def windows(self, x):
-        """The k input rows under each conv output row: float32 (N*2*P, k*W*Cin), rows (n, rp, p).
+    def windows(self, x, par):
+        """The k input rows under each conv output row of parity ``par``: (N*P, k*W*Cin).
 
         A gather where no input gradient is needed; else a product with the 0/1 selector,
         whose gradient (a product too) sums in a fixed order, unlike a gather's scatter-add.
         """
         if self.input_grad and self.training:
-            win = ops.matmul(self.rows, x)
+            win = ops.matmul(self.rows[par], x)
         else:
-            win = ops.gather(x, self.row_index, 1)
-        return win.reshape(x.shape[0] * 2 * self.half, self.k * self.side * self.cin)
+            win = ops.gather(x, self.row_index[par], 1)
+        return win.reshape(x.shape[0] * self.half, self.k * self.side * self.cin)
 
     def construct(self, x):
-        n, half, cout = x.shape[0], self.half, self.cout
-        y = ops.matmul(self.windows(x), self.banded())  # (N*2*P, 2*Q*Cout): rows (n, rp, p), cols (cp, q, co)
-        even, odd = ops.split(y.reshape(n, 2, half * 2 * half * cout), 1, 1)  # the two row offsets rp
-        y = _max(even, odd, self.training).reshape(n * half, 2, half * cout)
-        left, right = ops.split(y, 1, 1)  # the two column offsets cp
-        y = _max(left, right, self.training).reshape(n * half, half * cout)
-        return ops.bias_add(y, ops.tile(self.bias, (half,))).reshape(n, half, half * cout)
+        bands = [self.banded(shift) for shift in self.shifts]
+        pooled = []
+        for par in range(2):
+            win = self.windows(x, par)
+            pooled.append(_max(ops.matmul(win, bands[0]), ops.matmul(win, bands[1]), self.training))
+        y = ops.bias_add(_max(pooled[0], pooled[1], self.training), ops.tile(self.bias, (self.half,)))
+        return y.reshape(x.shape[0], self.half, self.half * self.cout)
+
+    def plain(self, x):
+        """The same block with oneDNN's convolution and max-pool kernels: float32 NCHW
+        (N, Cin, side, side) -> (N, Cout, P, P). Fast where oneDNN runs at most AVX2 (its NCHW
+        convolution then is a GEMM; on AVX-512 it is a reference loop, 20-40x slower)."""
+        return self.pool(ops.bias_add(self.conv(x, self.weight), self.bias))
 
 
 def normalise(frames):
     """uint8 frames (any shape) -> float32 ``(x / 255 - 0.1307) / 0.3081`` (SPEC 1), in the graph.
 
     Done inside the network so that batches cross from numpy as uint8: a quarter of the bytes
-    of float32, and no numpy pass over them.
+    of float32, and no numpy pass over them. One multiply and one add (division kernels are
+    slow on CPU).
     """
-    return (frames.astype(ms.float32) / 255.0 - MEAN) / STD
+    return frames.astype(ms.float32) * (1 / (255 * STD)) + (-MEAN / STD)
+
+
+def plain_convolutions_fast():
+    """Whether inference here runs the convolutions with oneDNN (:meth:`ConvMaxPool.plain`):
+    where oneDNN's ISA is AVX2 (:func:`device.cpu`), measured 16,000-24,000 frames/s against
+    12,000-13,000 for the banded products on a 2-core Xeon with ``ONEDNN_MAX_CPU_ISA=AVX2``;
+    on AVX-512 oneDNN's NCHW convolution is a reference loop (about 500 frames/s)."""
+    return device.cpu()["onednn_isa"] == "avx2"
 
 
 class FrameExtractor(nn.Cell):
     """Frames -> features. Input uint8 (N, 28, 28) raw MNIST frames (normalised here, SPEC 1);
-    output float32 (N, 50)."""
+    output float32 (N, 50).
+
+    Training always runs the banded products (their gradients are cheap and bit-reproducible);
+    inference runs oneDNN's convolution kernels instead where those are faster
+    (:func:`plain_convolutions_fast`, decided when the network is built, named by
+    :attr:`kernels`). Both compute the same function of the same parameters (equal up to
+    float32 rounding).
+    """
 
     def __init__(self, dropout=0.5):
         super().__init__()
@@ -160,10 +181,12 @@ class FrameExtractor(nn.Cell):
         self.channel_dropout = SeededDropout(dropout, per_channel=True)
         self.relu = nn.ReLU()
         self.log_softmax = nn.LogSoftmax(axis=-1)
+        self.plain_inference = plain_convolutions_fast()
+        self.kernels = {"training": "banded matmul", "inference": "oneDNN convolution" if self.plain_inference else "banded matmul"}
 
     def maps(self, frames):
-        """Second block before its ReLU: uint8 frames (N, 28, 28) -> float32 (N, 16, 20), pixels x
-        channels, dropout applied.
+        """Second block before its ReLU (banded products): uint8 frames (N, 28, 28) -> float32
+        (N, 16, 20), pixels x channels, dropout applied.
 
         Channel dropout comes after the pooling here; that equals SPEC 5's order (dropout, then
         pooling) because the mask is >= 0 and constant over a channel's pixels.
@@ -173,12 +196,18 @@ class FrameExtractor(nn.Cell):
         x = self.conv2(x)  # (N, 4, 4*20)
         return self.channel_dropout(x.reshape(n, x.shape[1] * x.shape[1], self.conv2.cout))
 
-    def construct(self, frames):
+    def flat_maps(self, frames):
+        """Both blocks after their ReLU, flattened channel-major (NCHW): float32 (N, 320)."""
+        n = frames.shape[0]
+        if self.plain_inference and not self.training:
+            x = normalise(frames).reshape(n, 1, FRAME_SIDE, FRAME_SIDE)
+            return self.relu(self.conv2.plain(self.relu(self.conv1.plain(x)))).reshape(n, -1)
         x = self.relu(self.maps(frames))
-        n, pixels, channels = x.shape
-        side = int(math.isqrt(pixels))
-        x = x.reshape(n, side, side, channels).transpose(0, 3, 1, 2).reshape(n, -1)  # NCHW flatten
-        x = self.relu(self.fc1(x))
+        side = int(math.isqrt(x.shape[1]))
+        return x.reshape(n, side, side, x.shape[2]).transpose(0, 3, 1, 2).reshape(n, -1)
+
+    def construct(self, frames):
+        x = self.relu(self.fc1(self.flat_maps(frames)))
         return self.log_softmax(self.dropout(x))
 
 
