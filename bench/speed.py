@@ -11,14 +11,17 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
 1. Attention Cluster training samples/s (batch 64) at fc=1 natt=8 and fc=2 natt=128: ours
    (all units in one batched product) against the per-unit Python loop of the reference code.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
-   uint8 frames a pass, the feature stage's loop): ours (banded matrix products) against the
-   plain ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
+   uint8 frames a pass, the feature stage's loop): ours (banded matrix products; extraction on
+   oneDNN's convolutions where oneDNN runs AVX2) against the plain ``nn.Conv2d`` /
+   ``nn.MaxPool2d`` layers.
 3. The same networks in PyTorch (CPU), when installed (``pip install -r
    bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
    (one epoch) and 3,072,000 frames extracted.
 
-Training rates are the median of three timed blocks after a compiling step.
+Each rate is the median of three timed blocks after a compiling step: on a shared 2-core VM
+single passes of the same work vary 2-3x (numpy's own matmul too), so compare medians, and
+rerun when two runs of a figure differ by more than ~20 %.
 
 Usage: python bench/speed.py [--steps N] [--isa native avx2]
 """
@@ -70,15 +73,19 @@ def train_rate(net, loss, x, y, steps, lr=1e-3, timed_blocks=3):
     return float(np.median(rates))
 
 
-def extract_rate(extractor, videos):
-    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``."""
+def extract_rate(extractor, videos, timed_blocks=3):
+    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``: median
+    over ``timed_blocks`` runs, after a compiling pass."""
     from attention_clusters import features
 
     out = np.empty(videos.shape[:2] + (50,), np.float32)
     features.extract(extractor, videos[:EXTRACT_VIDEOS], out[:EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="warm-up")
-    start = time.perf_counter()
-    features.extract(extractor, videos, out, EXTRACT_VIDEOS, desc="extract")
-    return videos.shape[0] * videos.shape[1] / (time.perf_counter() - start)
+    rates = []
+    for _ in range(timed_blocks):
+        start = time.perf_counter()
+        features.extract(extractor, videos, out, EXTRACT_VIDEOS, desc="extract")
+        rates.append(videos.shape[0] * videos.shape[1] / (time.perf_counter() - start))
+    return float(np.median(rates))
 
 
 def inputs(figure):
