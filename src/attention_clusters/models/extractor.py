@@ -139,8 +139,10 @@ class ConvMaxPool(nn.Cell):
     def plain(self, x):
         """The same block with oneDNN's convolution and max-pool kernels: float32 NCHW
         (N, Cin, side, side) -> (N, Cout, P, P). Fast where oneDNN runs at most AVX2 (its NCHW
-        convolution then is a GEMM; on AVX-512 it is a reference loop, 20-40x slower)."""
-        return self.pool(ops.bias_add(self.conv(x, self.weight), self.bias))
+        convolution then is a GEMM; on AVX-512 it is a reference loop, 20-40x slower). The bias
+        is added after the pool, to a quarter of the values (measured 26 -> 20 ms for conv1 on
+        1,600 frames)."""
+        return ops.bias_add(self.pool(self.conv(x, self.weight)), self.bias)
 
 
 def normalise(frames):
