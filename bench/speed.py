@@ -19,22 +19,25 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
    (one epoch) and 3,072,000 frames extracted.
 
-Each rate is the median of three timed blocks after a compiling step: on a shared 2-core VM
+Each rate is the median of three timed blocks of at least ``--seconds`` (default 2) each, after
+a compiling step: on a shared 2-core VM
 single passes of the same work vary 2-3x (numpy's own matmul too), so compare medians, and
 rerun when two runs of a figure differ by more than ~20 %.
 
-Usage: python bench/speed.py [--steps N] [--isa native avx2]
+Usage: python bench/speed.py [--seconds S] [--isa native avx2]
 """
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
+
+from timing import median_rate
 
 BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
@@ -54,9 +57,8 @@ def host():
     return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-def train_rate(net, loss, x, y, steps, lr=1e-3, timed_blocks=3):
-    """MindSpore training samples/s: median over ``timed_blocks`` blocks of ``steps`` Adam
-    steps on one batch, after a compiling step."""
+def train_rate(net, loss, x, y, seconds, lr=1e-3):
+    """MindSpore training samples/s of Adam steps on one batch (:func:`timing.median_rate`)."""
     import mindspore as ms
     from mindspore import nn
 
@@ -64,28 +66,23 @@ def train_rate(net, loss, x, y, steps, lr=1e-3, timed_blocks=3):
     step.set_train(True)
     xs, ys = ms.Tensor(x), ms.Tensor(y)
     step(xs, ys)
-    rates = []
-    for _ in range(timed_blocks):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step(xs, ys)
-        rates.append(steps * len(x) / (time.perf_counter() - start))
-    return float(np.median(rates))
+    return median_rate(lambda: step(xs, ys), len(x), seconds)
 
 
-def extract_rate(extractor, videos, timed_blocks=3):
-    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``: median
-    over ``timed_blocks`` runs, after a compiling pass."""
+def extract_rate(extractor, videos, seconds):
+    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``, one
+    pass of ``EXTRACT_VIDEOS`` a call (:func:`timing.median_rate`)."""
     from attention_clusters import features
 
     out = np.empty(videos.shape[:2] + (50,), np.float32)
-    features.extract(extractor, videos[:EXTRACT_VIDEOS], out[:EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="warm-up")
-    rates = []
-    for _ in range(timed_blocks):
-        start = time.perf_counter()
-        features.extract(extractor, videos, out, EXTRACT_VIDEOS, desc="extract")
-        rates.append(videos.shape[0] * videos.shape[1] / (time.perf_counter() - start))
-    return float(np.median(rates))
+    passes = itertools.count()
+
+    def one_pass():
+        lo = next(passes) % (len(videos) // EXTRACT_VIDEOS) * EXTRACT_VIDEOS
+        features.extract(extractor, videos[lo : lo + EXTRACT_VIDEOS], out[lo : lo + EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="extract")
+
+    one_pass()
+    return median_rate(one_pass, EXTRACT_VIDEOS * videos.shape[1], seconds)
 
 
 def inputs(figure):
@@ -98,14 +95,13 @@ def inputs(figure):
     return rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
 
 
-def measure(figure, implementation, steps):
+def measure(figure, implementation, seconds):
     """One figure of one implementation (run in a fresh child process): samples/s or frames/s."""
     data = inputs(figure)
     if implementation == "torch":
         import torch_models
 
-        steps = steps * 4 if figure == "extractor_train" else steps
-        return torch_models.rate(figure, data, steps, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
+        return torch_models.rate(figure, data, seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
     from mindspore import nn
 
     from attention_clusters import device
@@ -119,18 +115,18 @@ def measure(figure, implementation, steps):
         fc, natt = (int(v) for v in figure.split("_")[1:])
         net = AttentionCluster((50,), natt=natt, fc=fc) if ours else LoopAttentionCluster(50, natt, fc)
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        return train_rate(net, ce, *data, steps if ours else max(5, steps // 5))
+        return train_rate(net, ce, *data, seconds)
     extractor = FrameExtractor() if ours else PlainFrameExtractor()
     if figure == "extractor_train":
-        return train_rate(NoisyMnistClassifier(extractor), nn.NLLLoss(), *data, steps * 4 if ours else max(3, steps // 5))
-    return extract_rate(extractor, data if ours else data[:EXTRACT_VIDEOS])
+        return train_rate(NoisyMnistClassifier(extractor), nn.NLLLoss(), *data, seconds)
+    return extract_rate(extractor, data, seconds)
 
 
-def run_child(isa, figure, implementation, steps):
+def run_child(isa, figure, implementation, seconds):
     """Run :func:`measure` in a fresh process with the environment of ISA setting ``isa``."""
     env = {key: value for key, value in os.environ.items() if key not in ISAS["avx2"]}
     env.update(ISAS[isa])
-    cmd = [sys.executable, __file__, "--child", figure, implementation, "--steps", str(steps)]
+    cmd = [sys.executable, __file__, "--child", figure, implementation, "--seconds", str(seconds)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         sys.exit(f"bench child {figure}/{implementation} under ISA {isa} failed:\n{result.stderr[-3000:]}")
@@ -162,13 +158,13 @@ def table(rates):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=50, help="timed Attention Cluster steps per block (extractor: 4x)")
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure")
     parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
     parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.child:
-        print(json.dumps(measure(*args.child, args.steps)))
+        print(json.dumps(measure(*args.child, args.seconds)))
         return
     implementations = IMPLEMENTATIONS if importlib.util.find_spec("torch") else IMPLEMENTATIONS[:2]
     print(f"host: {host()}")
@@ -180,7 +176,7 @@ def main():
         for figure in FIGURES:
             for implementation in implementations:
                 key = figure if implementation == "ours" else f"{figure}_{implementation}"
-                rates[key] = run_child(isa, figure, implementation, args.steps)
+                rates[key] = run_child(isa, figure, implementation, args.seconds)
         label = " ".join(f"{key}={value}" for key, value in ISAS[isa].items()) or "the CPU's own"
         print(f"\n== ISA: {label} ==")
         print(table(rates).to_string())

@@ -4,13 +4,15 @@ What a user would otherwise pick: the same networks in PyTorch (CPU), batched li
 Only imported when torch is installed (``pip install -r bench/requirements-torch.txt``).
 """
 
+import itertools
 import math
-import time
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from timing import median_rate
 
 
 class TorchExtractor(nn.Module):
@@ -58,9 +60,8 @@ class TorchAttentionCluster(nn.Module):
         return self.classifier(self.dropout(o.flatten(1)))
 
 
-def train_rate(model, x, y, steps, loss_fn, timed_blocks=3):
-    """Training samples/s: median over ``timed_blocks`` blocks of ``steps`` Adam steps on one
-    batch, after one warm-up step. x, y: numpy arrays."""
+def train_rate(model, x, y, seconds, loss_fn):
+    """Training samples/s of Adam steps on one batch (:func:`timing.median_rate`); x, y numpy."""
     x, y = torch.from_numpy(x), torch.from_numpy(y).long()
     optimizer = torch.optim.Adam(model.parameters(), 1e-3)
     model.train()
@@ -71,37 +72,34 @@ def train_rate(model, x, y, steps, loss_fn, timed_blocks=3):
         optimizer.step()
 
     step()
-    rates = []
-    for _ in range(timed_blocks):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * len(x) / (time.perf_counter() - start))
-    return sorted(rates)[len(rates) // 2]
+    return median_rate(step, len(x), seconds)
 
 
-def extract_rate(extractor, videos, batch_frames):
+def extract_rate(extractor, videos, batch_frames, seconds):
     """Frames/s of the feature stage's loop in PyTorch: uint8 numpy frames in, float32 numpy
-    features written to an array, ``batch_frames`` a pass (timed after one warm-up pass)."""
+    features written to an array, ``batch_frames`` a pass (:func:`timing.median_rate`)."""
     frames = videos.reshape(-1, 28, 28)
     out = np.empty((len(frames), 50), np.float32)
+    passes = itertools.count()
     extractor.eval()
-    with torch.no_grad():
-        extractor.features(torch.from_numpy(frames[:batch_frames]))
-        start = time.perf_counter()
-        for lo in range(0, len(frames), batch_frames):
+
+    def one_pass():
+        lo = next(passes) % (len(frames) // batch_frames) * batch_frames
+        with torch.no_grad():
             out[lo : lo + batch_frames] = extractor.features(torch.from_numpy(frames[lo : lo + batch_frames])).numpy()
-    return len(frames) / (time.perf_counter() - start)
+
+    one_pass()
+    return median_rate(one_pass, batch_frames, seconds)
 
 
-def rate(figure, data, steps, threads, batch_frames):
+def rate(figure, data, seconds, threads, batch_frames):
     """One PyTorch figure of bench/speed.py ("ac_FC_NATT", "extractor_train" or "extract") on
     the same numpy ``data`` as ours: samples/s or frames/s."""
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
-        return train_rate(TorchAttentionCluster(50, natt, fc), *data, steps, F.cross_entropy)
+        return train_rate(TorchAttentionCluster(50, natt, fc), *data, seconds, F.cross_entropy)
     if figure == "extractor_train":
-        return train_rate(TorchExtractor(), *data, steps, F.nll_loss)
-    return extract_rate(TorchExtractor(), data, batch_frames)
+        return train_rate(TorchExtractor(), *data, seconds, F.nll_loss)
+    return extract_rate(TorchExtractor(), data, batch_frames, seconds)
