@@ -124,7 +124,7 @@ def measure(figure, implementation, seconds):
 
 def run_child(isa, figure, implementation, seconds):
     """Run :func:`measure` in a fresh process with the environment of ISA setting ``isa``."""
-    env = {key: value for key, value in os.environ.items() if key not in ISAS["avx2"]}
+    env = {key: value for key, value in os.environ.items() if key not in (*ISAS["avx2"], "DNNL_MAX_CPU_ISA")}
     env.update(ISAS[isa])
     cmd = [sys.executable, __file__, "--child", figure, implementation, "--seconds", str(seconds)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)

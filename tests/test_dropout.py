@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from attention_clusters import device
-from attention_clusters.models.dropout import SeededDropout
+from attention_clusters.models.dropout import SeededDropout, mask_bits
 
 device.init("CPU", seed=0)
 
@@ -34,5 +34,27 @@ def test_per_channel_masks_drop_whole_channels_and_eval_is_identity():
 
 @pytest.mark.parametrize("p", [-0.1, 1.0])
 def test_probability_outside_range_is_refused(p):
+    with pytest.raises(ValueError, match="dropout probability"):
+        SeededDropout(p)
+
+
+@pytest.mark.parametrize("p, bits", [(0, 1), (0.5, 1), (0.25, 2), (0.375, 4), (0.1, 16), (np.float32(0.75), 2)])
+def test_mask_bits_are_the_fewest_that_represent_p(p, bits):
+    assert mask_bits(p) == bits
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.999])
+def test_masks_keep_one_minus_p_and_the_output_is_unbiased(p):
+    """16-bit fields (p not a multiple of 2**-8): the scale is 1 / P(keep) of the rounded p."""
+    layer = SeededDropout(p)
+    layer.set_train(True)
+    out = layer(ms.Tensor(np.ones((1000, 1000), np.float32))).asnumpy()
+    kept = (out != 0).mean()
+    assert abs(kept - (1 - p)) < 4 * np.sqrt(p * (1 - p) / out.size)
+    assert abs(out.mean() - 1) < 4 * np.sqrt(p / (1 - p) / out.size)
+
+
+@pytest.mark.parametrize("p", [True, "0.5", None, 0.99999999])
+def test_non_numbers_and_p_that_rounds_to_one_are_refused(p):
     with pytest.raises(ValueError, match="dropout probability"):
         SeededDropout(p)

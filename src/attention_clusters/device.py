@@ -7,12 +7,31 @@ import mindspore as ms
 _initialised = None  # the device target of the first init() in this process
 
 
+# The values oneDNN 3.x accepts for ONEDNN_MAX_CPU_ISA (exact names, any case; anything else
+# means no cap), with the vector width each allows.
+ONEDNN_CAPS = {"SSE41": "older", "AVX": "older", "AVX2": "avx2", "AVX2_VNNI": "avx2", "AVX2_VNNI_2": "avx2"}
+ONEDNN_CAPS.update(
+    (name, "avx512")
+    for name in (
+        "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+        "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
+    )
+)
+ISA_ORDER = ("?", "older", "avx2", "avx512")
+
+
+def onednn_cap():
+    """The user's ISA cap for oneDNN: ``ONEDNN_MAX_CPU_ISA``, else its older name
+    ``DNNL_MAX_CPU_ISA`` (oneDNN reads both), else "unset"."""
+    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "unset"))
+
+
 def cpu():
     """What this host's CPU offers the kernels: a dict for metrics and benchmark headers.
 
     Keys: ``model`` (the /proc/cpuinfo model name with family and model numbers), ``cores``
     (usable by this process), ``isa`` ("avx512", "avx2" or "older": the widest x86 vector set
-    the CPU has), ``onednn_max_cpu_isa`` (the user's cap for oneDNN, "unset" by default) and
+    the CPU has), ``onednn_max_cpu_isa`` (the user's cap for oneDNN, :func:`onednn_cap`) and
     ``onednn_isa`` (what oneDNN uses given both, :func:`onednn_isa`).
     Values are "?" where /proc/cpuinfo is unreadable (non-Linux).
     """
@@ -27,21 +46,17 @@ def cpu():
     flags = info.get("flags", "").split()
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older" if flags else "?"
     model = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "unset")
+    cap = onednn_cap()
     return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": cap, "onednn_isa": onednn_isa(isa, cap)}
-
-
-ISA_ORDER = ("?", "older", "avx2", "avx512")
 
 
 def onednn_isa(isa, cap):
     """The widest vector ISA oneDNN uses: the CPU's ``isa`` ("avx512", "avx2", "older", "?"),
-    lowered by the user's ``ONEDNN_MAX_CPU_ISA`` value ``cap`` ("unset", "DEFAULT", "AVX2",
-    "AVX512_CORE", ...; oneDNN's names, case-insensitive)."""
-    cap = cap.upper()
-    if cap in ("UNSET", "DEFAULT", "ALL", ""):
+    lowered by a cap ``cap`` that is one of oneDNN's names (:data:`ONEDNN_CAPS`, any case;
+    oneDNN ignores any other value, "DEFAULT" and "unset" included)."""
+    capped = ONEDNN_CAPS.get(cap.upper())
+    if capped is None or isa == "?":
         return isa
-    capped = "avx512" if cap.startswith(("AVX512", "AVX10")) else "avx2" if cap.startswith("AVX2") else "older"
     return min(isa, capped, key=ISA_ORDER.index)
 
 

@@ -15,15 +15,18 @@ def mask_bits(p):
     whole number (p = 0.5: 1 bit), else 16 (p is then rounded to a multiple of 2**-16).
 
     Raises:
-        ValueError: p outside [0, 1).
+        ValueError: p is not a number in [0, 1), or rounds to 1 at 16 bits (p > 1 - 2**-17).
     """
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p < 1:
+        raise ValueError(f"dropout probability must be a number in [0, 1), got {p!r}")
+    p = float(p)
+    if round(p * 2**DRAW_BITS) == 2**DRAW_BITS:
+        raise ValueError(f"dropout probability {p} rounds to 1 at {DRAW_BITS}-bit resolution: nothing would be kept")
     return next((b for b in (1, 2, 4, 8) if (p * 2**b).is_integer()), DRAW_BITS)
 
 
 class SeededDropout(nn.Cell):
-    """Inverted dropout: in training ``x * keep / (1 - p)``, keep ~ Bernoulli(1 - p) per element
+    """Inverted dropout: in training ``x * keep / P(keep)``, keep ~ Bernoulli(1 - p) per element
     (or per channel, below); the identity in eval mode.
 
     MindSpore 2.10's CPU Dropout kernel draws different masks from run to run when it runs on
@@ -42,14 +45,15 @@ class SeededDropout(nn.Cell):
             (the channel dropout of SPEC 5); otherwise one draw per element.
 
     Raises:
-        ValueError: p outside [0, 1).
+        ValueError: p outside [0, 1) or within 2**-17 of 1 (:func:`mask_bits`).
     """
 
     def __init__(self, p=0.5, per_channel=False):
         super().__init__()
         bits = mask_bits(p)
         self.p, self.per_channel, self.bits = p, per_channel, bits
-        self.threshold = round(p * 2**bits)
+        self.threshold = round(float(p) * 2**bits)
+        self.scale = 2**bits / (2**bits - self.threshold)  # 1 / P(keep), exact for the rounded p
         self.uniform = ops.UniformInt(seed=ms.get_seed() or 0, seed2=next(_instances))
         self.scales = ms.Tensor(2.0 ** np.arange(-DRAW_BITS, 0, bits, dtype=np.float32))  # (16 / b,) field i: 2**(i*b - 16)
         self.low, self.high = ms.Tensor(0, ms.int32), ms.Tensor(2**DRAW_BITS, ms.int32)
@@ -65,4 +69,4 @@ class SeededDropout(nn.Cell):
         draws = self.uniform((size // fields, 1), self.low, self.high)
         scaled = draws.astype(ms.float32) * self.scales[:fields]  # (draws, fields)
         keep = (scaled - ops.floor(scaled) >= self.threshold / 2**self.bits).astype(x.dtype).reshape(shape)
-        return x * keep * (1 / (1 - self.p))
+        return x * keep * self.scale
