@@ -7,6 +7,7 @@ import time
 
 import mindspore as ms
 import numpy as np
+import pytest
 from mindspore import nn, ops
 
 from attention_clusters import device
@@ -63,16 +64,29 @@ def test_features_match_numpy_reference_of_spec5():
     np.testing.assert_allclose(ours, reference_features(frames, params), rtol=1e-4, atol=1e-4)
 
 
-def test_inference_kernels_agree():
-    """The banded products and oneDNN's convolutions (inference where oneDNN runs AVX2) give
-    the same features from the same parameters."""
-    banded, plain = FrameExtractor(), FrameExtractor()
-    ms.load_param_into_net(plain, banded.parameters_dict())
-    banded.plain_inference, plain.plain_inference = False, True
+class Summed(nn.Cell):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def construct(self, frames):
+        return self.net(frames).sum()
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_phase_convolutions_agree_with_banded_products(train):
+    """Same parameters, both formulations: equal outputs in inference, and in training (the max
+    as b + relu(a - b)) equal second-block maps before dropout and equal parameter gradients."""
+    banded, phase = FrameExtractor(dropout=0.0, phase_convolutions=False), FrameExtractor(dropout=0.0, phase_convolutions=True)
+    ms.load_param_into_net(phase, banded.parameters_dict())
     frames = ms.Tensor(np.random.default_rng(5).integers(0, 256, (32, 28, 28), dtype=np.uint8))
-    banded.set_train(False)
-    plain.set_train(False)
-    np.testing.assert_allclose(banded(frames).asnumpy(), plain(frames).asnumpy(), rtol=1e-5, atol=1e-5)
+    outs = []
+    for net in (banded, phase):
+        net.set_train(train)
+        grads = ms.grad(Summed(net), grad_position=None, weights=net.trainable_params())(frames)
+        outs.append([net(frames).asnumpy()] + [g.asnumpy() for g in grads])
+    for ours, theirs in zip(*outs):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
 
 
 class Maps(nn.Cell):
@@ -116,13 +130,16 @@ print(hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in clf.trainable_param
 """
 
 
-def test_training_is_bit_reproducible_on_all_threads():
+@pytest.mark.parametrize("isa", ["unset", "AVX2"])
+def test_training_is_bit_reproducible_on_all_threads(isa):
     """Three processes train from one seed on all cores, at once: the weights end bit-identical.
 
     Run concurrently so that thread timing varies; a gather's scatter-add gradient in conv2
-    made one run in three differ here.
+    made one run in three differ here. With ``ONEDNN_MAX_CPU_ISA=AVX2`` the extractor runs as
+    phase convolutions (oneDNN's convolution gradients).
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    env = {key: value for key, value in os.environ.items() if key not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env.update(PYTHONPATH=str(ROOT / "src"), **({} if isa == "unset" else {"ONEDNN_MAX_CPU_ISA": isa}))
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
     hashes = {proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)

@@ -1,4 +1,4 @@
-"""LeNet-style frame feature extractor (SPEC 5), computed with matrix products only.
+"""LeNet-style frame feature extractor (SPEC 5), in two formulations that are fast on any x86 CPU.
 
 Network (SPEC 5): conv 5x5 1->10 (valid) -> max-pool 2 -> ReLU -> conv 5x5 10->20 (valid) ->
 channel dropout -> max-pool 2 -> ReLU -> flatten (320) -> dense 320->50 -> ReLU -> dropout ->
@@ -8,19 +8,26 @@ uniform(+-1/sqrt(fan_in)), as in the authors' PyTorch code. Parameters keep the 
 meaning of the plain layers (``conv1.weight`` (10, 1, 5, 5), ``fc1.weight`` (50, 320) over the
 channel-major NCHW flatten), so a checkpoint reads the same either way.
 
-Why matrix products: MindSpore 2.10's bundled oneDNN runs NCHW float32 convolutions through a
-reference kernel on AVX-512 CPUs (``jit_uni_ncsp:conv+ref``, 20-40x slower than its AVX2
-path), and its max-pool gradient is slow on every CPU. Here each "conv + 2x2 max-pool" block
-(:class:`ConvMaxPool`) is four products with banded (Toeplitz) weight matrices, one per
-position in the pooling window; in training the max of four is taken as
-``max(a, b) = b + relu(a - b)``, whose gradient is cheap elementwise arithmetic. Where an input
-gradient is needed, rows are picked by a constant 0/1 matrix rather than a gather, whose
-scatter-add gradient sums in a varying order on several threads, and dropout masks come from
-:class:`SeededDropout`: so training is bit-reproducible on any thread count.
+Why two formulations: MindSpore 2.10's bundled oneDNN runs NCHW float32 convolutions through a
+reference kernel when it runs AVX-512 (``jit_uni_ncsp:conv+ref``, 20-40x slower than its AVX2
+GEMM path), and its max-pool gradient is slow on every CPU. Each "conv + 2x2 max-pool" block
+(:class:`ConvMaxPool`) therefore computes the conv output at the four positions of every
+pooling window directly, either
+
+* "banded matmul" (oneDNN on AVX-512): four products with banded (Toeplitz) weight matrices,
+  at matrix-product speed on every ISA; or
+* "phase convolutions" (oneDNN on AVX2 or lower): one stride-2 convolution with four shifted
+  copies of the kernel, 2.3x fewer FLOPs, on oneDNN's fast GEMM path there;
+
+and takes the max of the four as ``max(a, b) = b + relu(a - b)`` in training, whose gradient is
+cheap elementwise arithmetic. :func:`phase_convolutions_fast` chooses, from the ISA oneDNN
+uses (``ONEDNN_MAX_CPU_ISA`` included). Where an input gradient is needed the banded form picks
+rows by a constant 0/1 matrix rather than a gather, whose scatter-add gradient sums in a
+varying order on several threads, and dropout masks come from :class:`SeededDropout`: so
+training is bit-reproducible on any thread count, in both formulations.
 bench/speed.py measures this against the plain layers and PyTorch.
 """
 
-import math
 
 import mindspore as ms
 import numpy as np
@@ -73,20 +80,21 @@ def column_shifts(side, k=KERNEL):
 
 
 class ConvMaxPool(nn.Cell):
-    """A valid kxk convolution with bias followed by a 2x2 max-pool, as banded matrix products.
+    """A valid kxk convolution with bias followed by a 2x2 max-pool, in two formulations.
 
-    Activations are "rows of channels-last pixels": float32 (N, H, W*C). For the conv output
+    Banded matrix products (``construct``): activations are "rows of channels-last pixels": float32 (N, H, W*C). For the conv output
     pixel (r, j) = (2p + rp, 2q + cp) at pooling offset (rp, cp), the product of the stacked
     input rows ``win_rp`` (N*P, k*W*Cin) with the banded matrix ``T_cp`` (k*W*Cin, Q*Cout),
     ``T_cp[(di, col, ci), (q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
     kernel), gives all channels of all Q pooled columns; the pooled output is the max over the
     four (rp, cp) products plus the bias (max commutes with adding a per-channel constant).
+    Input float32 (N, side, side*cin); output float32 (N, P, P*cout), P = (side - k + 1) // 2.
+
+    Phase convolutions (:meth:`phases`): NCHW float32 (N, Cin, side, side) -> (N, Cout, P, P).
 
     Args:
         side: H = W of the input. cin, cout: channels. k: kernel size.
         input_grad: whether a gradient flows back into the input (False for the frames).
-
-    Input float32 (N, side, side*cin); output float32 (N, P, P*cout), P = (side - k + 1) // 2.
 
     Raises:
         ValueError: side - k + 1 is odd (the 2x2 pool would drop a row).
@@ -105,8 +113,8 @@ class ConvMaxPool(nn.Cell):
         self.rows = [ms.Tensor(sel) for sel in selectors]
         self.row_index = [ms.Tensor(sel.argmax(axis=1).astype(np.int32)) for sel in selectors]
         self.shifts = [ms.Tensor(shift) for shift in column_shifts(side, k)]
-        self.conv = ops.Conv2D(cout, k, pad_mode="valid")  # the plain layer, for plain()
-        self.pool = ops.MaxPool(kernel_size=2, strides=2)
+        self.placements = ms.Tensor(phase_placements(k))
+        self.phase_conv = ops.Conv2D(4 * cout, k + 1, pad_mode="valid", stride=2)
 
     def banded(self, shift):
         """The banded weight matrix for one column offset: float32 (k*W*Cin, Q*Cout)."""
@@ -136,13 +144,35 @@ class ConvMaxPool(nn.Cell):
         y = ops.bias_add(_max(pooled[0], pooled[1], self.training), ops.tile(self.bias, (self.half,)))
         return y.reshape(x.shape[0], self.half, self.half * self.cout)
 
-    def plain(self, x):
-        """The same block with oneDNN's convolution and max-pool kernels: float32 NCHW
-        (N, Cin, side, side) -> (N, Cout, P, P). Fast where oneDNN runs at most AVX2 (its NCHW
-        convolution then is a GEMM; on AVX-512 it is a reference loop, 20-40x slower). The bias
-        is added after the pool, to a quarter of the values (measured 26 -> 20 ms for conv1 on
-        1,600 frames)."""
-        return ops.bias_add(self.pool(self.conv(x, self.weight)), self.bias)
+    def phases(self, x):
+        """The block as one stride-2 convolution: float32 NCHW (N, Cin, side, side) ->
+        (N, Cout, P, P).
+
+        Kernel (rp, cp) of 4*Cout (k+1)x(k+1) kernels is the weight shifted down rp and right
+        cp (:func:`phase_placements`), so output (p, q) of its Cout channels is the conv output
+        at (2p + rp, 2q + cp): the four positions of each pooling window, at 1.44x the FLOPs of
+        the plain convolution. oneDNN runs it as a GEMM where its ISA is AVX2 (measured ~1.8x
+        the banded products' training steps/s there); on AVX-512 it is a reference loop.
+        """
+        k, cin, cout = self.k, self.cin, self.cout
+        kernels = ops.matmul(self.weight.reshape(cout * cin, k * k), self.placements)  # (co ci, phase i j)
+        kernels = kernels.reshape(cout, cin, 4, k + 1, k + 1).transpose(2, 0, 1, 3, 4).reshape(4 * cout, cin, k + 1, k + 1)
+        q = ops.split(self.phase_conv(x, kernels), cout, 1)  # phases (0, 0), (0, 1), (1, 0), (1, 1)
+        y = _max(_max(q[0], q[1], self.training), _max(q[2], q[3], self.training), self.training)
+        return ops.bias_add(y, self.bias)
+
+
+def phase_placements(k=KERNEL):
+    """0/1 float32 (k*k, 4*(k+1)*(k+1)): tap (di, dj) of the kernel goes to position
+    (rp + di, cp + dj) of phase kernel rp*2 + cp."""
+    side = k + 1
+    place = np.zeros((k, k, 4, side, side), np.float32)
+    for rp in range(2):
+        for cp in range(2):
+            for di in range(k):
+                for dj in range(k):
+                    place[di, dj, rp * 2 + cp, rp + di, cp + dj] = 1
+    return place.reshape(k * k, 4 * side * side)
 
 
 def normalise(frames):
@@ -155,11 +185,13 @@ def normalise(frames):
     return frames.astype(ms.float32) * (1 / (255 * STD)) + (-MEAN / STD)
 
 
-def plain_convolutions_fast():
-    """Whether inference here runs the convolutions with oneDNN (:meth:`ConvMaxPool.plain`):
-    where oneDNN's ISA is AVX2 (:func:`device.cpu`), measured 16,000-24,000 frames/s against
-    12,000-13,000 for the banded products on a 2-core Xeon with ``ONEDNN_MAX_CPU_ISA=AVX2``;
-    on AVX-512 oneDNN's NCHW convolution is a reference loop (about 500 frames/s)."""
+def phase_convolutions_fast():
+    """Whether the extractor runs as phase convolutions (:meth:`ConvMaxPool.phases`) here: where
+    oneDNN's ISA is AVX2 (:func:`device.cpu`; an AVX2-only CPU, or ``ONEDNN_MAX_CPU_ISA=AVX2``).
+    Measured on a 2-core Xeon with ``ONEDNN_MAX_CPU_ISA=AVX2``: training 8,700-9,700 frames/s
+    against 4,900-5,000 for the banded products, inference 26,000-31,000 against
+    23,000-25,000; with AVX-512, phase convolutions run ~330 frames/s (oneDNN's reference loop).
+    """
     return device.cpu()["onednn_isa"] == "avx2"
 
 
@@ -167,14 +199,15 @@ class FrameExtractor(nn.Cell):
     """Frames -> features. Input uint8 (N, 28, 28) raw MNIST frames (normalised here, SPEC 1);
     output float32 (N, 50).
 
-    Training always runs the banded products (their gradients are cheap and bit-reproducible);
-    inference runs oneDNN's convolution kernels instead where those are faster
-    (:func:`plain_convolutions_fast`, decided when the network is built, named by
-    :attr:`kernels`). Both compute the same function of the same parameters (equal up to
-    float32 rounding).
+    Args:
+        dropout: dropout probability of the dense layer and of the channel dropout (SPEC 5).
+        phase_convolutions: run the blocks as phase convolutions (True) or banded products
+            (False); None chooses by :func:`phase_convolutions_fast`. Both compute the same
+            function of the same parameters (equal up to float32 rounding); :attr:`kernels`
+            names the one in use.
     """
 
-    def __init__(self, dropout=0.5):
+    def __init__(self, dropout=0.5, phase_convolutions=None):
         super().__init__()
         self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10, input_grad=False)  # frames need no gradient
         self.conv2 = ConvMaxPool((FRAME_SIDE - KERNEL + 1) // 2, 10, 20)
@@ -183,33 +216,29 @@ class FrameExtractor(nn.Cell):
         self.channel_dropout = SeededDropout(dropout, per_channel=True)
         self.relu = nn.ReLU()
         self.log_softmax = nn.LogSoftmax(axis=-1)
-        self.plain_inference = plain_convolutions_fast()
-        self.kernels = {"training": "banded matmul", "inference": "oneDNN convolution" if self.plain_inference else "banded matmul"}
+        self.phase_convolutions = phase_convolutions_fast() if phase_convolutions is None else phase_convolutions
+        self.kernels = "phase convolutions" if self.phase_convolutions else "banded matmul"
 
     def maps(self, frames):
-        """Second block before its ReLU (banded products): uint8 frames (N, 28, 28) -> float32
-        (N, 16, 20), pixels x channels, dropout applied.
+        """Second block before its ReLU: uint8 frames (N, 28, 28) -> float32 (N, 16, 20), pixels
+        x channels, channel dropout applied.
 
         Channel dropout comes after the pooling here; that equals SPEC 5's order (dropout, then
         pooling) because the mask is >= 0 and constant over a channel's pixels.
         """
-        n = frames.shape[0]
-        x = self.relu(self.conv1(normalise(frames).reshape(n, FRAME_SIDE, FRAME_SIDE)))
-        x = self.conv2(x)  # (N, 4, 4*20)
-        return self.channel_dropout(x.reshape(n, x.shape[1] * x.shape[1], self.conv2.cout))
-
-    def flat_maps(self, frames):
-        """Both blocks after their ReLU, flattened channel-major (NCHW): float32 (N, 320)."""
-        n = frames.shape[0]
-        if self.plain_inference and not self.training:
-            x = normalise(frames).reshape(n, 1, FRAME_SIDE, FRAME_SIDE)
-            return self.relu(self.conv2.plain(self.relu(self.conv1.plain(x)))).reshape(n, -1)
-        x = self.relu(self.maps(frames))
-        side = int(math.isqrt(x.shape[1]))
-        return x.reshape(n, side, side, x.shape[2]).transpose(0, 3, 1, 2).reshape(n, -1)
+        n, side = frames.shape[0], FRAME_SIDE
+        x = normalise(frames)
+        if self.phase_convolutions:
+            x = self.conv2.phases(self.relu(self.conv1.phases(x.reshape(n, 1, side, side))))  # (N, 20, 4, 4)
+            x = x.reshape(n, self.conv2.cout, -1).transpose(0, 2, 1)
+        else:
+            x = self.conv2(self.relu(self.conv1(x.reshape(n, side, side))))  # (N, 4, 4*20)
+            x = x.reshape(n, -1, self.conv2.cout)
+        return self.channel_dropout(x)
 
     def construct(self, frames):
-        x = self.relu(self.fc1(self.flat_maps(frames)))
+        x = self.relu(self.maps(frames)).transpose(0, 2, 1)  # (N, 20, 16): NCHW flatten order
+        x = self.relu(self.fc1(x.reshape(x.shape[0], -1)))
         return self.log_softmax(self.dropout(x))
 
 
