@@ -80,6 +80,9 @@ def test_data_stages_outputs(repo):
 def test_model_stages_outputs(repo):
     feature = json.loads((repo / "metrics/feature.json").read_text())
     assert feature["noisy_test_top1"] > 60  # one epoch on 22,000 frames; chance is 9 %
+    if "ONEDNN_MAX_CPU_ISA" not in os.environ and feature["cpu"]["isa"] in ("avx2", "avx512"):
+        assert feature["cpu"]["onednn_max_cpu_isa"] == "AVX2"  # the stage's own cap
+        assert feature["kernels"] == "phase convolutions"
     assert np.load(repo / "data/features/train.npy", mmap_mode="r").shape == (4096, 25, 50)
     report = json.loads((repo / "metrics/eval.json").read_text())
     assert report["test_videos"] == 4096 and report["natt"] == 1 and report["epochs"] == 60
