@@ -102,6 +102,10 @@ def measure(figure, implementation, seconds):
         import torch_models
 
         return torch_models.rate(figure, data, seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
+    from attention_clusters import onednn
+
+    if figure.startswith("extract") and implementation == "ours":
+        onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     from mindspore import nn
 
     from attention_clusters import device

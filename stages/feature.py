@@ -6,12 +6,11 @@ banded products on an AVX-512 host (full MNIST: 2 min 26 s against 3 min 21 s; R
 any x86 CPU"). Attention Cluster training keeps the CPU's own ISA.
 """
 
-import os
+from attention_clusters import onednn
 
-if "ONEDNN_MAX_CPU_ISA" not in os.environ and "DNNL_MAX_CPU_ISA" not in os.environ:
-    os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"  # read by oneDNN at its first primitive
+onednn.cap_for_convolutions()  # before MindSpore loads; the imports below come after it
 
-import time  # this and the imports below come after the cap: MindSpore must load under it
+import time
 
 import numpy as np
 

@@ -4,26 +4,9 @@ import os
 
 import mindspore as ms
 
+from .onednn import onednn_cap, onednn_isa
+
 _initialised = None  # the device target of the first init() in this process
-
-
-# The values oneDNN 3.x accepts for ONEDNN_MAX_CPU_ISA (exact names, any case; anything else
-# means no cap), with the vector width each allows.
-ONEDNN_CAPS = {"SSE41": "older", "AVX": "older", "AVX2": "avx2", "AVX2_VNNI": "avx2", "AVX2_VNNI_2": "avx2"}
-ONEDNN_CAPS.update(
-    (name, "avx512")
-    for name in (
-        "AVX512_CORE", "AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
-        "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2",
-    )
-)
-ISA_ORDER = ("?", "older", "avx2", "avx512")
-
-
-def onednn_cap():
-    """The user's ISA cap for oneDNN: ``ONEDNN_MAX_CPU_ISA``, else its older name
-    ``DNNL_MAX_CPU_ISA`` (oneDNN reads both), else "unset"."""
-    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "unset"))
 
 
 def cpu():
@@ -31,8 +14,8 @@ def cpu():
 
     Keys: ``model`` (the /proc/cpuinfo model name with family and model numbers), ``cores``
     (usable by this process), ``isa`` ("avx512", "avx2" or "older": the widest x86 vector set
-    the CPU has), ``onednn_max_cpu_isa`` (the user's cap for oneDNN, :func:`onednn_cap`) and
-    ``onednn_isa`` (what oneDNN uses given both, :func:`onednn_isa`).
+    the CPU has), ``onednn_max_cpu_isa`` (the cap in force, :func:`onednn.onednn_cap`) and
+    ``onednn_isa`` (what oneDNN uses given both, :func:`onednn.onednn_isa`).
     Values are "?" where /proc/cpuinfo is unreadable (non-Linux).
     """
     info = {}
@@ -48,16 +31,6 @@ def cpu():
     model = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
     cap = onednn_cap()
     return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": cap, "onednn_isa": onednn_isa(isa, cap)}
-
-
-def onednn_isa(isa, cap):
-    """The widest vector ISA oneDNN uses: the CPU's ``isa`` ("avx512", "avx2", "older", "?"),
-    lowered by a cap ``cap`` that is one of oneDNN's names (:data:`ONEDNN_CAPS`, any case;
-    oneDNN ignores any other value, "DEFAULT" and "unset" included)."""
-    capped = ONEDNN_CAPS.get(cap.upper())
-    if capped is None or isa == "?":
-        return isa
-    return min(isa, capped, key=ISA_ORDER.index)
 
 
 def init(device_target="CPU", seed=None, processes=1):

@@ -1,8 +1,8 @@
-"""device.onednn_isa: the ISA oneDNN runs, from the CPU's and the user's ONEDNN_MAX_CPU_ISA."""
+"""onednn: the ISA oneDNN runs, from the CPU's and the user's ONEDNN_MAX_CPU_ISA, and the feature stage's cap."""
 
 import pytest
 
-from attention_clusters import device
+from attention_clusters import onednn
 
 
 @pytest.mark.parametrize(
@@ -21,12 +21,23 @@ from attention_clusters import device
     ],
 )
 def test_onednn_isa_follows_onednn_names(isa, cap, expected):
-    assert device.onednn_isa(isa, cap) == expected
+    assert onednn.onednn_isa(isa, cap) == expected
 
 
 def test_cap_falls_back_to_the_older_variable_name(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
-    assert device.onednn_cap() == "AVX2"
+    assert onednn.onednn_cap() == "AVX2"
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
-    assert device.onednn_cap() == "AVX512_CORE"
+    assert onednn.onednn_cap() == "AVX512_CORE"
+
+
+def test_convolution_cap_is_avx2_unless_the_user_set_one(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert onednn.cap_for_convolutions() == "AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert onednn.cap_for_convolutions() == "AVX512_CORE"
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")
+    assert onednn.cap_for_convolutions() == "SSE41"
