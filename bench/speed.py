@@ -11,9 +11,9 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
 1. Attention Cluster training samples/s (batch 64) at fc=1 natt=8 and fc=2 natt=128: ours
    (all units in one batched product) against the per-unit Python loop of the reference code.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
-   uint8 frames a pass, the feature stage's loop): ours (banded matrix products; extraction on
-   oneDNN's convolutions where oneDNN runs AVX2) against the plain ``nn.Conv2d`` /
-   ``nn.MaxPool2d`` layers.
+   uint8 frames a pass, the feature stage's loop): ours, under the feature stage's oneDNN cap
+   (AVX2 unless the ISA setting sets one: phase convolutions where oneDNN runs AVX2, banded
+   products where it runs AVX-512), against the plain ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
 3. The same networks in PyTorch (CPU), when installed (``pip install -r
    bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
