@@ -36,8 +36,9 @@ class SeededDropout(nn.Cell):
     ``frac(k * 2**(i*b - 16))`` (exact in float32), keeps its element when its top b bits are
     >= p * 2**b: exactly Bernoulli(1 - p) for p a multiple of 2**-b. For p = 0.5 one draw serves
     16 elements: the random kernels all run near 40 M numbers/s on CPU, and float arithmetic is
-    used because MindSpore's integer shift and and kernels are slower still. The first seed is the global one
-    (``mindspore.set_seed``, as ``device.init`` sets it), the second numbers the layers.
+    used because MindSpore's integer shift and and kernels are slower still. The first seed is
+    the global one (``mindspore.set_seed``, as ``device.init`` sets it), the second numbers the
+    layers.
 
     Args:
         p: drop probability in [0, 1).
@@ -51,15 +52,15 @@ class SeededDropout(nn.Cell):
     def __init__(self, p=0.5, per_channel=False):
         super().__init__()
         bits = mask_bits(p)
-        self.p, self.per_channel, self.bits = p, per_channel, bits
-        self.threshold = round(float(p) * 2**bits)
+        self.per_channel, self.bits = per_channel, bits
+        self.threshold = round(float(p) * 2**bits)  # p in units of 2**-bits; 0: no dropout
         self.scale = 2**bits / (2**bits - self.threshold)  # 1 / P(keep), exact for the rounded p
         self.uniform = ops.UniformInt(seed=ms.get_seed() or 0, seed2=next(_instances))
         self.scales = ms.Tensor(2.0 ** np.arange(-DRAW_BITS, 0, bits, dtype=np.float32))  # (16 / b,) field i: 2**(i*b - 16)
         self.low, self.high = ms.Tensor(0, ms.int32), ms.Tensor(2**DRAW_BITS, ms.int32)
 
     def construct(self, x):
-        if not self.training or self.p == 0:
+        if not self.training or self.threshold == 0:
             return x
         shape = (x.shape[0], 1, x.shape[-1]) if self.per_channel else x.shape
         size = 1

@@ -50,6 +50,11 @@ def _max(a, b, training):
     return b + ops.relu(a - b) if training else ops.maximum(a, b)
 
 
+def _max4(q, training):
+    """Elementwise max of the four pooling positions ``q`` (a sequence of 4 tensors), by :func:`_max`."""
+    return _max(_max(q[0], q[1], training), _max(q[2], q[3], training), training)
+
+
 def row_selectors(side, k=KERNEL):
     """0/1 float32 (2, P*k, side) matrices stacking the k input rows under each conv output row.
 
@@ -82,13 +87,14 @@ def column_shifts(side, k=KERNEL):
 class ConvMaxPool(nn.Cell):
     """A valid kxk convolution with bias followed by a 2x2 max-pool, in two formulations.
 
-    Banded matrix products (``construct``): activations are "rows of channels-last pixels": float32 (N, H, W*C). For the conv output
-    pixel (r, j) = (2p + rp, 2q + cp) at pooling offset (rp, cp), the product of the stacked
-    input rows ``win_rp`` (N*P, k*W*Cin) with the banded matrix ``T_cp`` (k*W*Cin, Q*Cout),
-    ``T_cp[(di, col, ci), (q, co)] = weight[co, ci, di, col - 2q - cp]`` (zero outside the
-    kernel), gives all channels of all Q pooled columns; the pooled output is the max over the
-    four (rp, cp) products plus the bias (max commutes with adding a per-channel constant).
-    Input float32 (N, side, side*cin); output float32 (N, P, P*cout), P = (side - k + 1) // 2.
+    Banded matrix products (``construct``): activations are "rows of channels-last pixels",
+    float32 (N, H, W*C). For the conv output pixel (r, j) = (2p + rp, 2q + cp) at pooling offset
+    (rp, cp), the product of the stacked input rows ``win_rp`` (N*P, k*W*Cin) with the banded
+    matrix ``T_cp`` (k*W*Cin, Q*Cout), ``T_cp[(di, col, ci), (q, co)] = weight[co, ci, di,
+    col - 2q - cp]`` (zero outside the kernel), gives all channels of all Q pooled columns; the
+    pooled output is the max over the four (rp, cp) products plus the bias (max commutes with
+    adding a per-channel constant). Input float32 (N, side, side*cin); output float32
+    (N, P, P*cout), P = (side - k + 1) // 2.
 
     Phase convolutions (:meth:`phases`): NCHW float32 (N, Cin, side, side) -> (N, Cout, P, P).
 
@@ -137,11 +143,9 @@ class ConvMaxPool(nn.Cell):
 
     def construct(self, x):
         bands = [self.banded(shift) for shift in self.shifts]
-        pooled = []
-        for par in range(2):
-            win = self.windows(x, par)
-            pooled.append(_max(ops.matmul(win, bands[0]), ops.matmul(win, bands[1]), self.training))
-        y = ops.bias_add(_max(pooled[0], pooled[1], self.training), ops.tile(self.bias, (self.half,)))
+        even, odd = self.windows(x, 0), self.windows(x, 1)
+        q = (ops.matmul(even, bands[0]), ops.matmul(even, bands[1]), ops.matmul(odd, bands[0]), ops.matmul(odd, bands[1]))
+        y = ops.bias_add(_max4(q, self.training), ops.tile(self.bias, (self.half,)))
         return y.reshape(x.shape[0], self.half, self.half * self.cout)
 
     def phases(self, x):
@@ -158,8 +162,7 @@ class ConvMaxPool(nn.Cell):
         kernels = ops.matmul(self.weight.reshape(cout * cin, k * k), self.placements)  # (co ci, phase i j)
         kernels = kernels.reshape(cout, cin, 4, k + 1, k + 1).transpose(2, 0, 1, 3, 4).reshape(4 * cout, cin, k + 1, k + 1)
         q = ops.split(self.phase_conv(x, kernels), cout, 1)  # phases (0, 0), (0, 1), (1, 0), (1, 1)
-        y = _max(_max(q[0], q[1], self.training), _max(q[2], q[3], self.training), self.training)
-        return ops.bias_add(y, self.bias)
+        return ops.bias_add(_max4(q, self.training), self.bias)
 
 
 def phase_placements(k=KERNEL):
