@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, mnist, params, paths, plots, storage, training
+from attention_clusters import batching, cli, device, evaluation, inputs, mnist, params, paths, plots, storage, training
 from attention_clusters.models.attention_cluster import AttentionWeights
 
 SHOWN = 4  # test videos in the attention picture
@@ -28,6 +28,7 @@ def run():
         "train_minutes": config.get("train_minutes"),
         "source": provenance["source"],
         "full_mnist": provenance["full_mnist"],
+        "code_version": inputs.code_version("eval"),  # digest of the code of eval and every stage upstream
         "top1_by_digit_count": evaluation.top1_by_digit_count(logits, test_y),
     }
     storage.write_json(paths.METRICS / "eval.json", report)

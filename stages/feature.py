@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, features, mnist, params, paths, storage, training
+from attention_clusters import batching, checkpoints, cli, device, evaluation, features, mnist, params, paths, storage
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
@@ -26,7 +26,7 @@ def run():
     start = time.perf_counter()
     extractor, classifier = features.train_extractor(frames, labels, p.feature.epochs, p.feature.lr, p.feature.batch_size, p.feature.seed)
     train_fps = p.feature.epochs * len(frames) / (time.perf_counter() - start)
-    training.save_checkpoint(extractor, paths.EXTRACTOR)
+    checkpoints.save_checkpoint(extractor, paths.EXTRACTOR)
 
     test_frames = storage.load_npy(paths.noisy_file("test", "frames"))
     test_labels = storage.load_npy(paths.noisy_file("test", "labels"))

@@ -14,7 +14,7 @@ from attention_clusters.models.extractor import FEATURE_DIM
 def train(p, rank, world_size):
     train_x, train_y = training.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"), FEATURE_DIM)
     val_x, val_y = training.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"), FEATURE_DIM)
-    fp = training.fingerprint(p, world_size, [paths.feature_file("train"), paths.flash_file("train", "labels")])
+    fp = training.fingerprint(p, world_size)
     state = training.load_state(paths.TRAIN_STATE, fp, p.epochs)
     with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
         log = print if rank == 0 else (lambda line: None)

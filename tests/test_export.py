@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from attention_clusters import device, export, inference, training
+from attention_clusters import checkpoints, device, export, inference, training
 from attention_clusters.errors import UserError
 from attention_clusters.storage import write_json
 
@@ -16,7 +16,7 @@ def checkpoint(request, tmp_path):
     fc, natt = request.param
     net = training.build_model(fc, natt)
     path = tmp_path / "attention_cluster.ckpt"
-    training.save_checkpoint(net, path)
+    checkpoints.save_checkpoint(net, path)
     write_json(path.with_suffix(".json"), {"fc": fc, "natt": natt, "feature_dims": [50], "num_classes": 1024})
     return path
 

@@ -37,6 +37,8 @@ def test_every_stage_script_runs_the_check_for_its_own_name(stage):
 
 
 def test_missing_folder_names_the_stage_that_writes_it(repo):
+    (repo / "data/mnist").mkdir(parents=True)
+    (repo / "data/mnist/source.json").write_text("{}")
     (repo / "data/noisy").mkdir(parents=True)
     np.save(repo / "data/noisy/train_frames.npy", np.zeros((4, 28, 28), np.uint8))
     with pytest.raises(UserError) as err:
@@ -51,6 +53,8 @@ def test_missing_file_empty_folder_and_missing_code(repo):
             (repo / "models" / name).write_text("x")
         inputs.check("eval")
     (repo / "data/flash").mkdir(parents=True)
+    (repo / "data/mnist").mkdir(parents=True)
+    (repo / "data/mnist/source.json").write_text("{}")
     with pytest.raises(UserError, match="^data/flash: input of stage feature is an empty folder; run the flash stage first"):
         (repo / "data/noisy").mkdir(parents=True)
         (repo / "data/noisy/x.npy").write_text("x")
@@ -62,6 +66,8 @@ def test_missing_file_empty_folder_and_missing_code(repo):
 
 def test_feature_stage_stops_before_training(repo):
     """Before this check, the stage trained the extractor on Noisy-MNIST, then found no videos."""
+    (repo / "data/mnist").mkdir(parents=True)
+    (repo / "data/mnist/source.json").write_text("{}")
     (repo / "data/noisy").mkdir(parents=True)
     for split in ("train", "test"):
         np.save(repo / f"data/noisy/{split}_frames.npy", np.zeros((640, 28, 28), np.uint8))

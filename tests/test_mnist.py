@@ -60,6 +60,8 @@ def test_folder_source_reads_gz_and_raw(tmp_path, idx_files):
         else:
             (tmp_path / name).write_bytes(data)
     assert mnist.from_folder(tmp_path) == idx_files
+    description, files = mnist.acquire("folder", str(tmp_path))
+    assert files == idx_files and description == f"folder {tmp_path.resolve()}"
 
 
 def test_folder_source_errors(tmp_path, idx_files):
@@ -193,18 +195,3 @@ def test_raw_and_gz_of_one_file_must_agree(tmp_path, idx_files):
     with pytest.raises(UserError) as err:
         mnist.from_folder(tmp_path)
     assert str(err.value) == f"{tmp_path / name} and {tmp_path / name}.gz hold different data; keep only one of them"
-
-
-def test_source_digest_changes_with_the_folder_content(tmp_path, idx_files):
-    for name, data in idx_files.items():
-        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
-    first = mnist.source_digest(str(tmp_path))
-    assert first["source"] == str(tmp_path.resolve()) and len(first["sha256"]) == 4
-    name = "t10k-labels-idx1-ubyte"
-    (tmp_path / f"{name}.gz").write_bytes(gzip.compress(mnist.encode_labels(np.zeros(20, np.uint8)), mtime=0))
-    second = mnist.source_digest(str(tmp_path))
-    assert second["sha256"][f"{name}.gz"] != first["sha256"][f"{name}.gz"]
-    assert {k: v for k, v in second["sha256"].items() if k != f"{name}.gz"} == {k: v for k, v in first["sha256"].items() if k != f"{name}.gz"}
-    assert mnist.source_digest("auto") == {"source": "auto"}  # no download
-    with pytest.raises(UserError, match="is not a folder"):
-        mnist.source_digest(str(tmp_path / "nowhere"))

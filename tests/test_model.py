@@ -88,10 +88,10 @@ EAGER = """
 import json, sys
 import mindspore as ms
 import numpy as np
-from attention_clusters import training
+from attention_clusters import checkpoints, training
 ms.set_device("CPU")  # PyNative: MindSpore's default mode, as in a notebook
 ms.set_seed(0)
-training.save_checkpoint(training.build_model(2, 4), sys.argv[1])
+checkpoints.save_checkpoint(training.build_model(2, 4), sys.argv[1])
 config = {"fc": 2, "natt": 4, "feature_dims": [50], "num_classes": 1024}
 open(sys.argv[1][:-5] + ".json", "w").write(json.dumps(config))
 net, _ = training.load_model(sys.argv[1])

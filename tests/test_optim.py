@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from attention_clusters import device, training
+from attention_clusters import checkpoints, device, training
 from attention_clusters.errors import UserError
-from test_training import fit, settings
+from test_training import fit, settings, train_stage  # noqa: F401 (fixture)
 
 device.init("CPU", seed=0)
 
@@ -96,9 +96,9 @@ def test_resumed_adamw_schedule_continues_where_it_stopped(tmp_path):
     """The step counter travels in the checkpoint: 3 + 3 steps equal 6 straight."""
     p = options(optimizer="adamw", lr_schedule="cosine", warmup_epochs=1)
     first, _ = run_steps(p, slice(0, 3))
-    training.save_checkpoint(first, tmp_path / "step.ckpt")
+    checkpoints.save_checkpoint(first, tmp_path / "step.ckpt")
     again = training.build_train_step(LinearLoss(), p, 2)
-    training.load_weights(again, tmp_path / "step.ckpt")
+    checkpoints.load_weights(again, tmp_path / "step.ckpt")
     _, resumed = run_steps(p, slice(3, 6), cell=again)
     _, straight = run_steps(p, slice(0, 6))
     np.testing.assert_allclose(resumed[-1], straight[-1], rtol=1e-6)
@@ -150,12 +150,10 @@ def test_patience_stops_when_validation_stalls(tmp_path):
     assert again["epoch"] == 3
 
 
-def test_schedule_settings_are_in_the_fingerprint(tmp_path):
-    np.save(tmp_path / "x.npy", np.zeros((4, 25, 50), np.float32))
-    files = [tmp_path / "x.npy"]
-    base = training.fingerprint(settings(5), 1, files)
+def test_schedule_settings_are_in_the_fingerprint(train_stage):
+    base = training.fingerprint(settings(5), 1)
     for change in ({"loss_reduction": "mean"}, {"optimizer": "adamw"}, {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"patience": 3}):
-        assert training.fingerprint(settings(5, **change), 1, files) != base, change
-    assert training.fingerprint(settings(9), 1, files) == base  # constant lr: epochs may grow
-    cosine = training.fingerprint(settings(5, lr_schedule="cosine"), 1, files)
-    assert training.fingerprint(settings(9, lr_schedule="cosine"), 1, files) != cosine
+        assert training.fingerprint(settings(5, **change), 1) != base, change
+    assert training.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
+    cosine = training.fingerprint(settings(5, lr_schedule="cosine"), 1)
+    assert training.fingerprint(settings(9, lr_schedule="cosine"), 1) != cosine

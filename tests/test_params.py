@@ -42,6 +42,8 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
         ("noisy.train_noise", -5),
         ("flash.test_per_label", 0),
         ("mnist.source", ""),
+        ("mnist.source", "/path/to/mnist"),
+        ("mnist.folder", ""),
         ("device_target", "TPU"),
         ("fc", 1.0),
         ("fc", True),
@@ -61,6 +63,12 @@ def test_bad_value_names_the_key(key, value):
         params.validate(with_value(key, value))
     message = str(err.value)
     assert key in message and "\n" not in message
+
+
+def test_a_folder_as_mnist_source_says_how_to_name_it():
+    with pytest.raises(UserError) as err:
+        params.validate(with_value("mnist.source", "/data/mnist"))
+    assert str(err.value).endswith("set mnist.source=folder and mnist.folder=PATH), got '/data/mnist'")
 
 
 def test_unknown_and_missing_keys_are_named():

@@ -6,6 +6,7 @@ chance.
 """
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -19,14 +20,25 @@ import pandas as pd
 import pytest
 import yaml
 
-from attention_clusters import mnist
+from attention_clusters import inputs, mnist
 from conftest import ROOT, synthetic_split
+from test_deps import lock_mismatches
 
 BIN = Path(sys.executable).parent
+AUDIT = ROOT / "tests" / "audit"  # sitecustomize.py: records what each stage reads
+# params a stage reads that cannot change its outputs, so dvc.yaml does not declare them
+READ_NOT_OUTPUT = {
+    "download_mnist": {"mnist.timeout_s", "mnist.retries"},  # how hard to try a mirror
+    "train": {"distributed.launcher", "distributed.master_port", "distributed.rank_table"},  # how workers start
+    "eval": {"fc", "natt"},  # only compared with the checkpoint's JSON
+    "export_mindir": {"fc", "natt"},
+}
 
 
-def run(cmd, cwd, check=True):
+def run(cmd, cwd, check=True, audit_dir=None):
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd / "src"))
+    if audit_dir is not None:
+        env.update(PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{AUDIT}", AC_AUDIT_DIR=str(audit_dir))
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     if check and result.returncode != 0:
         raise AssertionError(f"{cmd} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -51,17 +63,68 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("e2e") / "repo"
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for name in files:
-        if (ROOT / name).is_file() and not name.startswith(("data/", "models/", "dvclive/", "plots/")):
+        generated = name.startswith(("data/", "models/", "dvclive/", "plots/")) and not name.startswith("data/mnist_files/")
+        if (ROOT / name).is_file() and not generated:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
     counts = {"flash.train_per_label": 30, "flash.val_per_label": 1, "flash.min_per_label": 4}  # train 30 -> 2 -> floor 4, val 1, test 10 -> 1 -> floor 4
     set_params(repo, **{"mnist.source": "embedded", **counts, "epochs": 60, "batch_size": 32})
+    (repo.parent / "audit").mkdir()
     run(["git", "init", "-q"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "x", "--allow-empty"], repo, check=False)
     run(["git", "add", "-A"], repo)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], repo)
-    run([str(BIN / "dvc"), "repro"], repo)
+    run([str(BIN / "dvc"), "repro"], repo, audit_dir=repo.parent / "audit")
     return repo
+
+
+def md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def audits(repo):
+    """stage -> the files it opened for reading and the params keys it read (tests/audit)."""
+    records = {}
+    for path in (repo.parent / "audit").glob("*.json"):
+        record = json.loads(path.read_text())
+        records[record["stage"]] = record
+    return records
+
+
+def covered(path, declared):
+    return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
+
+
+def test_every_stage_declares_the_files_it_reads(repo):
+    """What each stage opened in the full run is among its deps (or its own outputs)."""
+    stages = inputs.load_stages("check", repo / "dvc.yaml")
+    records = audits(repo)
+    assert set(records) == set(stages)  # every stage ran under the audit
+    folder = yaml.safe_load((repo / "params.yaml").read_text())["mnist"]["folder"]
+    for name, record in records.items():
+        spec = stages[name]
+        deps = [d.replace("${mnist.folder}", folder) for d in inputs._paths(spec.get("deps"))]
+        outs = inputs._paths(spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", []))
+        data = [f for f in record["read"] if "__pycache__" not in f and not f.endswith(".py")]
+        undeclared = [f for f in data if not covered(f, deps + outs + ["params.yaml", "dvc.yaml"])]
+        assert not undeclared, f"{name} reads {undeclared} but dvc.yaml does not list them"
+        code = {f.replace("__pycache__/", "").split(".cpython")[0] + ".py" for f in record["read"] if "__pycache__" in f}
+        assert code <= set(deps), f"{name} imported {sorted(code - set(deps))}, not in its deps"
+
+
+def test_every_stage_declares_the_params_that_shape_its_outputs(repo):
+    """The params each stage read in the full run are its declared params (a group covers its keys),
+    apart from READ_NOT_OUTPUT; and it declares nothing it never read."""
+    stages = inputs.load_stages("check", repo / "dvc.yaml")
+    for name, record in audits(repo).items():
+        if name == "check":
+            continue  # depends on the whole of params.yaml as a file
+        declared = stages[name].get("params", [])
+        used = set(record["params"]) - READ_NOT_OUTPUT.get(name, set())
+        undeclared = sorted(k for k in used if not any(k == d or k.startswith(d + ".") for d in declared))
+        assert not undeclared, f"{name} reads params {undeclared} that dvc.yaml does not declare"
+        unread = [d for d in declared if not any(k == d or k.startswith(d + ".") for k in used)]
+        assert not unread, f"{name} declares params {unread} it never reads"
 
 
 def test_data_stages_outputs(repo):
@@ -115,11 +178,46 @@ def test_export_and_infer_agree_with_eval(repo):
 
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):
     again = run([str(BIN / "dvc"), "repro"], repo).stdout
-    assert re.findall(r"Running stage '(\w+)'", again) == ["check"]  # the stage that always runs
+    assert re.findall(r"Running stage '(\w+)'", again) == []
     assert "Stage 'download_mnist' didn't change, skipping" in again
+    assert run([str(BIN / "dvc"), "status"], repo).stdout.strip() == "Data and pipelines are up to date."
     run([str(BIN / "dvc"), "repro", "-f", "-s", "flash"], repo)
     status = run([str(BIN / "dvc"), "status", "flash"], repo).stdout
     assert "changed outs" not in status, status
+
+
+def test_results_carry_their_code_version(repo, monkeypatch):
+    """eval.json names the code of eval and the stages upstream of it, and only that code."""
+    monkeypatch.chdir(repo)
+    version = json.loads((repo / "metrics/eval.json").read_text())["code_version"]
+    assert re.fullmatch("[0-9a-f]{16}", version) and version == inputs.code_version("eval")
+    for script, changes in (("stages/infer_310.py", False), ("stages/sample.py", True)):  # downstream, upstream
+        text = (repo / script).read_text()
+        try:
+            (repo / script).write_text(text + "# edited\n")
+            assert (inputs.code_version("eval") != version) == changes, script
+        finally:
+            (repo / script).write_text(text)
+
+
+def test_a_code_change_retrains_from_epoch_1(repo):
+    """After a finished run, a change to the model's code trains anew, never resumes the old state;
+    changing it back trains anew again and gives the original checkpoint, byte for byte."""
+    model = repo / "src/attention_clusters/models/attention_cluster.py"
+    text = model.read_text()
+    first = md5(repo / "models/attention_cluster.ckpt")
+    model.write_text(text.replace("dropout=0.5):", "dropout=0.2):"))
+    try:
+        assert ("train", "src/attention_clusters/models/attention_cluster.py", "modified") in lock_mismatches(repo)
+        out = run([str(BIN / "dvc"), "repro", "train"], repo).stdout
+        assert "resuming" not in out and "epoch 1/60 " in out and "epoch 60/60 " in out
+        assert md5(repo / "models/attention_cluster.ckpt") != first
+    finally:
+        model.write_text(text)
+    out = run([str(BIN / "dvc"), "repro"], repo).stdout
+    assert "resuming" not in out and "epoch 1/60 " in out
+    assert md5(repo / "models/attention_cluster.ckpt") == first
+    assert run([str(BIN / "dvc"), "status"], repo).stdout.strip() == "Data and pipelines are up to date."
 
 
 def test_bad_param_stops_with_one_line(repo):
@@ -129,8 +227,8 @@ def test_bad_param_stops_with_one_line(repo):
     finally:
         set_params(repo, natt=1)
     assert result.returncode != 0
-    assert "check: error: params.yaml: natt must be an integer in 1..4096, got 0" in result.stderr  # before train starts
-    assert "Traceback" not in result.stderr
+    assert "train: error: params.yaml: natt must be an integer in 1..4096, got 0" in result.stderr  # before any work
+    assert "Traceback" not in result.stderr and "epoch 1/" not in result.stdout
 
 
 def test_exp_run_with_a_model_parameter(repo):
@@ -170,7 +268,7 @@ def write_mnist_folder(folder, seed):
 def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):
     folder = tmp_path / "mnist"
     write_mnist_folder(folder, seed=0)
-    set_params(repo, **{"mnist.source": str(folder)})
+    set_params(repo, **{"mnist.source": "folder", "mnist.folder": str(folder)})
     try:
         run([str(BIN / "dvc"), "repro", "download_mnist"], repo)
         first = json.loads((repo / "data/mnist/source.json").read_text())["sha256"]
@@ -179,7 +277,7 @@ def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):
         assert "Running stage 'download_mnist'" in again
         assert json.loads((repo / "data/mnist/source.json").read_text())["sha256"] != first
     finally:
-        set_params(repo, **{"mnist.source": "embedded"})
+        set_params(repo, **{"mnist.source": "embedded", "mnist.folder": "data/mnist_files"})
         run([str(BIN / "dvc"), "repro", "download_mnist"], repo)
 
 

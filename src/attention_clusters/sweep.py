@@ -20,7 +20,7 @@ PUBLISHED_COLUMNS = {"fc", "natt", "epochs", "lr", "weight_decay", "ascend_top1_
 OPTIONS = ("optimizer", "lr_schedule", "warmup_epochs", "batch_size")  # shown when they vary
 COLUMNS = [
     "fc", "natt", "lr", "weight_decay", *OPTIONS, "published_ascend", "published_gpu", "ours_test_top1",
-    "best_epoch", "best_val_top1", "epochs", "train_minutes", "full_mnist", "experiment",
+    "best_epoch", "best_val_top1", "epochs", "train_minutes", "full_mnist", "code_version", "experiment",
 ]  # fmt: skip
 
 
@@ -163,7 +163,7 @@ def comparison(table, records, eval_file="metrics/eval.json"):
             rows.append(base | {k: run["params"].get(k) for k in OPTIONS} | {
                 "ours_test_top1": ours.get("top1"), "best_epoch": ours.get("best_epoch"), "best_val_top1": ours.get("best_val_top1"),
                 "epochs": ours.get("epochs"), "train_minutes": ours.get("train_minutes"), "full_mnist": ours.get("full_mnist"),
-                "experiment": run["name"],
+                "code_version": ours.get("code_version"), "experiment": run["name"],
             })  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 

@@ -4,10 +4,10 @@ Per epoch the training set is shuffled with ``default_rng([seed, epoch])`` (so a
 visits batches in the same order as an uninterrupted one), trained with Adam, then evaluated on
 the validation split (SPEC 8: the test split is never used for selection). After every epoch the
 full training state (weights and Adam moments) and a small JSON are written to the state folder,
-so re-running continues after the last completed epoch. The state is only reused when the
-settings that shape it (fc, natt, lr, weight_decay, batch_size, seed, the training options of
-:data:`OPTION_KEYS`, world size, the features) are unchanged; ``epochs`` may
-grow to continue a finished run (except under the cosine schedule, which depends on it).
+so re-running continues after the last completed epoch. The state is only reused when
+the stage's inputs are unchanged (:func:`fingerprint`: its code, data and params as dvc.yaml
+declares them, and the world size); ``epochs`` may grow to continue a finished run (except under
+the cosine schedule, which depends on it).
 
 Loss (``loss_reduction``): ``sum`` differentiates the sum of the batch's per-sample
 cross-entropies, as the ModelZoo's train.py does (``nn.SoftmaxCrossEntropyWithLogits(sparse=True)``
@@ -41,16 +41,16 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from . import evaluation
+from . import evaluation, inputs
 from .batching import predict, run_epoch
+from .checkpoints import load_weights, save_checkpoint
 from .errors import UserError
 from .models.attention_cluster import NUM_CLASSES, AttentionCluster
-from .storage import atomic_path, load_npy, read_json, reserve, write_json
+from .storage import atomic_path, load_npy, read_json, write_json
 
 STATE_JSON = "state.json"
 CHECKPOINTS = ("last", "best")  # state["last"], state["best"]: checkpoint file names in the state folder
 EVAL_BATCH = 1024
-OPTION_KEYS = ("loss_reduction", "optimizer", "lr_schedule", "warmup_epochs", "patience")
 
 
 def build_model(fc, natt, feature_dims=(50,)):
@@ -63,26 +63,31 @@ def model_config(p, feature_dims):
     return {"fc": p.fc, "natt": p.natt, "feature_dims": list(feature_dims), "num_classes": NUM_CLASSES}
 
 
-def fingerprint(p, world_size, data_files):
-    """Hex digest of everything that makes saved training state reusable.
+def fingerprint(p, world_size, stage="train"):
+    """Hex digest of everything that makes saved training state reusable: the stage's inputs.
+
+    That is every dep of ``stage`` in dvc.yaml, read in full (its code, which tests/test_deps.py
+    keeps equal to the script's import closure, and its data), the values of the params it
+    declares, and the world size. ``epochs`` is left out so that raising it continues a finished
+    run, except under the cosine schedule, whose every step depends on it. State made by other
+    code, params or data is therefore never resumed.
 
     Args:
         p: validated params; world_size: number of data-parallel workers.
-        data_files: paths of the training inputs; their size and first/last MiB are hashed.
+
+    Raises:
+        UserError: dvc.yaml or a dep cannot be read.
     """
-    digest = hashlib.sha256()
-    keys = {k: getattr(p, k) for k in ("fc", "natt", "lr", "weight_decay", "batch_size", "seed")}
-    keys.update({k: getattr(p, k) for k in OPTION_KEYS})
-    if p.lr_schedule == "cosine":  # the schedule of the epochs done depends on the total
-        keys["epochs"] = p.epochs
-    digest.update(json.dumps({**keys, "world_size": world_size}, sort_keys=True).encode())
-    for path in data_files:
-        size = Path(path).stat().st_size
-        with open(path, "rb") as handle:
-            digest.update(str(size).encode() + handle.read(1 << 20))
-            handle.seek(max(0, size - (1 << 20)))
-            digest.update(handle.read())
-    return digest.hexdigest()
+    values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or p.lr_schedule == "cosine"}
+    settings = json.dumps({"params": values, "world_size": world_size}, sort_keys=True)
+    return hashlib.sha256((settings + inputs.digest(inputs.deps(stage))).encode()).hexdigest()
+
+
+def _get(p, key):
+    """The value of dotted params key ``key`` (e.g. ``distributed.workers``) in namespace ``p``."""
+    for part in key.split("."):
+        p = getattr(p, part)
+    return p
 
 
 def check_width(x, features_path, width):
@@ -218,35 +223,6 @@ def load_state(state_dir, fp, epochs):
         ):
             return state
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
-
-
-def save_checkpoint(cell, path):
-    """``mindspore.save_checkpoint`` of ``cell``'s parameters, written atomically.
-
-    Its size is reserved on disk first, so a full disk or read-only folder is one
-    :class:`UserError` line before MindSpore writes anything.
-    """
-    size = sum(param.data.nbytes for param in cell.get_parameters())
-    with atomic_path(path, size) as tmp:
-        reserve(tmp.with_suffix(".tmp"), size)  # where MindSpore writes before renaming to tmp
-        ms.save_checkpoint(cell, str(tmp))
-
-
-def load_weights(cell, path):
-    """Load a checkpoint into ``cell``; every parameter of ``cell`` must be found.
-
-    Raises:
-        UserError: the file is missing or does not match the network's parameters.
-    """
-    if not Path(path).is_file():
-        raise UserError(f"{path}: checkpoint not found (run the training stage first)")
-    try:
-        missing, _ = ms.load_param_into_net(cell, ms.load_checkpoint(str(path)), strict_load=True)
-    except (ValueError, RuntimeError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise UserError(f"{path}: unreadable or mismatched checkpoint ({reason})") from None
-    if missing:
-        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of this network, e.g. {missing[0]}")
 
 
 def _eta(seconds):
