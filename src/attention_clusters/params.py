@@ -86,7 +86,11 @@ SCHEMA = {
     "warmup_epochs": _int(0, 100_000),
     "patience": _int(0, 100_000),
     "mnist.source": (_choice("auto", "embedded", "folder")[0], "one of auto, embedded, folder (a folder of MNIST files: set mnist.source=folder and mnist.folder=PATH)", None),
-    "mnist.folder": _text(),
+    "mnist.folder": (
+        lambda value: isinstance(value, str) and value.strip() != "" and not value.startswith("~"),
+        "a folder path, absolute or relative to the repository (not ~/...: DVC does not expand it)",
+        None,
+    ),
     "mnist.timeout_s": _float(0.0, strict=True, high=3600),
     "mnist.retries": _int(0, 100),
     "noisy.train_repeats": _int(1, 100),
