@@ -20,7 +20,8 @@ import time
 pidfile, scheduler_s, worker_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 log_dir, death = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
 subprocess.Popen([sys.executable, "-c", f"import sys, time; time.sleep({scheduler_s}); sys.exit(1)"], env=dict(os.environ, MS_ROLE="MS_SCHED"))
-worker = f"import os, time; open({pidfile!r}, 'a').write(f'{{os.getpid()}}\\n'); print('rank', os.environ['MS_NODE_ID'], 'started', flush=True); "
+worker = f"import os, time; open({pidfile!r}, 'a').write(f'{{os.getpid()}}\\n'); "
+worker += "print('rank', os.environ['MS_NODE_ID'], 'started', flush=True); "
 dying = worker + "time.sleep(2); " + ("os.kill(os.getpid(), 9)" if death == "kill" else f"raise SystemExit({death})")
 workers = []
 for rank in range(2):
@@ -32,7 +33,8 @@ while death and all(proc.poll() in (None, 0) for proc in workers):
     time.sleep(0.2)
 for proc in workers:
     if proc.poll() not in (None, 0):
-        print(f"[ERROR] ME(...) [_api.py:365] Worker process {proc.pid} exit with exception. Error code: {proc.returncode}.", flush=True)
+        line = f"Worker process {proc.pid} exit with exception. Error code: {proc.returncode}."
+        print(f"[ERROR] ME(...) [mindspore/parallel/cluster/process_entity/_api.py:365] {line}", flush=True)
         time.sleep(worker_s)
         sys.exit(1)
 for proc in workers:

@@ -124,7 +124,8 @@ def test_dead_worker_fails_the_job_with_its_log(tmp_path, monkeypatch, launcher)
     with pytest.raises(UserError) as err:
         distributed.launch(settings(launcher=launcher, master_port=8132), WORKER, logs)
     if launcher == "msrun":  # mpirun's own report of a dead rank is not parsed: its exit status is named
-        assert str(err.value) == f"distributed training failed: rank 1 was killed by signal 9 (SIGKILL); log: {logs}/worker_1.log, last lines:"
+        how = "rank 1 was killed by signal 9 (SIGKILL)"
+        assert str(err.value) == f"distributed training failed: {how}; log: {logs}/worker_1.log, last lines:"
         assert err.value.details[-1] == "rank 1 is killed on purpose"
     assert str(err.value).startswith("distributed training failed: ")
     assert not (tmp_path / "rank0.npz").exists()

@@ -87,4 +87,5 @@ def test_runners_split_and_pad_any_batch_to_the_exported_one(checkpoint, file_fo
     assert runner.input_shape == (16, 25, 50)
     with pytest.raises(UserError) as err:
         runner(x[:, :, :40])
-    assert str(err.value) == f"{path}: exported for float32 input (N, 25, 50) run in batches of 16, got shape (37, 25, 40)"
+    expected = "exported for float32 input (N, 25, 50) run in batches of 16, got shape (37, 25, 40)"
+    assert str(err.value) == f"{path}: {expected}"

@@ -58,7 +58,8 @@ def test_damaged_npy_names_the_checkout_of_that_file_and_the_one_stage(repo):
 
 
 def test_file_hints_offer_only_what_exists(repo):
-    assert recovery.file_hint("metrics/flash.json") == "restore it: git checkout metrics/flash.json, or re-make it: dvc repro -s flash"
+    restore = "restore it: git checkout metrics/flash.json, or re-make it: dvc repro -s flash"
+    assert recovery.file_hint("metrics/flash.json") == restore
     assert recovery.file_hint("data/fresh.npy") == "re-make it: dvc repro -s fresh"  # no earlier run to restore
     assert recovery.file_hint("elsewhere/x.npy") == "re-create it with the stage that writes it"
 
@@ -78,15 +79,16 @@ def test_restore_hint_names_only_missing_recorded_outputs(repo):
 
 
 def test_failure_line_names_the_recovery_command(repo, capsys):
+    full = "metrics/flash.json: cannot write 20 bytes (No space left on device, ENOSPC); no file was created"
+
     def fail():
-        raise UserError("metrics/flash.json: cannot write 20 bytes (No space left on device, ENOSPC); no file was created")
+        raise UserError(full)
 
     with pytest.raises(SystemExit) as exit_:
         cli.main("flash", fail, check_inputs=False)
     assert exit_.value.code == 1
     assert capsys.readouterr().err.splitlines() == [
-        "flash: error: metrics/flash.json: cannot write 20 bytes (No space left on device, ENOSPC); no file was created; "
-        "its previous outputs are missing (dvc repro deletes them before running the stage); "
+        f"flash: error: {full}; its previous outputs are missing (dvc repro deletes them before running the stage); "
         "restore them: dvc checkout data/flash && git checkout metrics/flash.json"
     ]
 

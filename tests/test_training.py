@@ -132,7 +132,7 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(UserError, match="labels must be integers in 0..1023"):
         training.load_split(tmp_path / "x.npy", tmp_path / "y.npy")
     (tmp_path / "bad.ckpt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="bad.ckpt: not a readable MindSpore checkpoint; re-create it with the stage that writes it"):
+    with pytest.raises(UserError, match="bad.ckpt: not a readable MindSpore checkpoint; re-create it with the stage"):
         training.load_weights(training.build_model(1, 1), tmp_path / "bad.ckpt")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="bad.json: expected a JSON object"):
@@ -179,11 +179,14 @@ def test_live_log_publishes_only_committed_epochs_and_replays_history(tmp_path):
 def test_checkpoint_of_another_natt_is_one_whole_line_in_our_words(tmp_path, monkeypatch, capfd):
     """models/attention_cluster.json edited to natt=32 beside a natt=1 checkpoint."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "dvc.yaml").write_text("stages:\n  train:\n    cmd: x\n    outs:\n      - models/m.ckpt\n      - models/m.json:\n          cache: false\n")
-    (tmp_path / "dvc.lock").write_text("stages:\n  train:\n    outs:\n      - path: models/m.ckpt\n      - path: models/m.json\n")
+    outs = {"outs": ["models/m.ckpt", {"models/m.json": {"cache": False}}]}
+    (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"train": {"cmd": "x", **outs}}}))  # JSON is YAML
+    locked = [{"path": "models/m.ckpt"}, {"path": "models/m.json"}]
+    (tmp_path / "dvc.lock").write_text(json.dumps({"stages": {"train": {"outs": locked}}}))
     (tmp_path / "models").mkdir()
     training.save_checkpoint(training.build_model(1, 1), "models/m.ckpt")
-    (tmp_path / "models/m.json").write_text(json.dumps({"fc": 1, "natt": 32, "feature_dims": [50], "num_classes": 1024}))
+    config = {"fc": 1, "natt": 32, "feature_dims": [50], "num_classes": 1024}
+    (tmp_path / "models/m.json").write_text(json.dumps(config))
     capfd.readouterr()
     with pytest.raises(UserError) as err:
         training.load_model("models/m.ckpt")

@@ -31,7 +31,8 @@ def main(stage, run, check_inputs=True):
             inputs.check(stage)
         summary = run()
     except UserError as err:
-        print(_with_recovery(f"{stage}: error: {err}", stage), *(f"  {line}" for line in err.details), sep="\n", file=sys.stderr)
+        details = [f"  {line}" for line in err.details]
+        print(_with_recovery(f"{stage}: error: {err}", stage), *details, sep="\n", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print(_with_recovery(f"{stage}: interrupted", stage), file=sys.stderr)

@@ -4,10 +4,10 @@ The train stage is one command for the user. With ``distributed.launcher`` other
 the stage process becomes a *launcher*: it starts ``distributed.workers`` copies of itself
 through the chosen launcher, each marked with :data:`WORKER_ENV`, waits for them, and exits
 non-zero when any worker dies, in one line naming its rank, its exit code or signal and its
-log (msrun's report of the dead worker's pid is matched with the ranks seen running). Each worker initialises MindSpore's
-collective communication, trains on its shard of every epoch's shuffle with gradients averaged
-over workers (effective batch = batch_size x workers), and rank 0 alone writes checkpoints and
-metrics.
+log (msrun's report of the dead worker's pid is matched with the ranks seen running). Each
+worker initialises MindSpore's collective communication, trains on its shard of every epoch's
+shuffle with gradients averaged over workers (effective batch = batch_size x workers), and
+rank 0 alone writes checkpoints and metrics.
 
 The launcher owns every process it starts, including workers that leave its session (msrun
 starts each worker with ``setsid``): it becomes their subreaper, and one shutdown path

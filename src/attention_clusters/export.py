@@ -13,6 +13,7 @@ from .errors import UserError
 from .storage import atomic_path
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+REMAKE = "re-export it: dvc repro -s export_mindir"
 
 
 def export(net, batch_size, length, feature_dim, path, file_format):
@@ -54,10 +55,8 @@ class _Runner:
         x = np.asarray(x, np.float32)
         batch, sample = self.input_shape[0], self.input_shape[1:]
         if x.ndim != len(self.input_shape) or x.shape[1:] != sample or len(x) == 0:
-            raise UserError(
-                f"{self.path}: exported for float32 input (N, {', '.join(map(str, sample))}) run in batches of {batch}, "
-                f"got shape {x.shape}"
-            )
+            expected = f"float32 input (N, {', '.join(map(str, sample))}) run in batches of {batch}"
+            raise UserError(f"{self.path}: exported for {expected}, got shape {x.shape}")
         if batch is None:
             return self._run(x)
         return np.concatenate([self._run(chunk)[:real] for chunk, real in padded_batches(x, batch)])
@@ -78,7 +77,7 @@ class MindirRunner(_Runner):
             model.ParseFromString(Path(path).read_bytes())
             (tensor,) = model.graph.input[0].tensor
         except (RuntimeError, ValueError, IndexError, DecodeError) as err:
-            raise UserError(f"{path}: cannot load the MINDIR ({type(err).__name__}); run dvc repro export_mindir") from err
+            raise UserError(f"{path}: cannot load the MINDIR ({type(err).__name__}); {REMAKE}") from err
         super().__init__(path, [int(d) for d in tensor.dims])
 
     def _run(self, x):
@@ -99,7 +98,7 @@ class OnnxRunner(_Runner):
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
-            raise UserError(f"{path}: cannot load the ONNX model ({type(err).__name__}); run dvc repro export_mindir") from err
+            raise UserError(f"{path}: cannot load the ONNX model ({type(err).__name__}); {REMAKE}") from err
         (first,) = self.session.get_inputs()
         self.input = first.name
         super().__init__(path, [d if isinstance(d, int) else None for d in first.shape])

@@ -86,4 +86,5 @@ def restore_hint(stage, dvc_yaml=DVC_YAML, dvc_lock=DVC_LOCK):
     if not any(missing.values()):
         return None
     commands = " && ".join(_command(cached, paths) for cached, paths in missing.items() if paths)
-    return f"its previous outputs are missing (dvc repro deletes them before running the stage); restore them: {commands}"
+    why = "its previous outputs are missing (dvc repro deletes them before running the stage)"
+    return f"{why}; restore them: {commands}"

@@ -52,8 +52,9 @@ def atomic_path(path, size=None):
         if err.errno not in DISK_ERRORS or not _is_beside(err.filename, path):
             raise
         needed = f"{size:,} bytes" if size else "it"
+        cause = f"{os.strerror(err.errno)}, {errno.errorcode[err.errno]}"
         left = "the previous file is unchanged" if existed else "no file was created"
-        raise UserError(f"{path}: cannot write {needed} ({os.strerror(err.errno)}, {errno.errorcode[err.errno]}); {left}") from None
+        raise UserError(f"{path}: cannot write {needed} ({cause}); {left}") from None
     finally:
         for leftover in _temporaries(tmp):
             leftover.unlink(missing_ok=True)

@@ -404,5 +404,6 @@ def load_model(model_path, expect=None):
             raise UserError(f"{model_path}: trained with {key}={config.get(key)}, but params.yaml says {key}={value}; re-run training")
     net = build_model(config["fc"], config["natt"], config["feature_dims"])
     network = f"the network of {config_path} (fc={config['fc']}, natt={config['natt']})"
-    load_weights(net, model_path, network, f"the two files are from different runs; for {config_path}: {recovery.file_hint(config_path)}")
+    fix = f"the two files are from different runs; for {config_path}: {recovery.file_hint(config_path)}"
+    load_weights(net, model_path, network, fix)
     return net, config
