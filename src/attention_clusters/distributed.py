@@ -253,9 +253,10 @@ def _worker_failure(dist, log_dir, rank, code, unknown="a worker"):
 
 
 def _failure(message, log):
-    """``UserError(message; log: <log>)`` with the log's short tail as its details."""
+    """``UserError(message; log: <log>)``; its details: ``last lines of <log name>:`` and the log's short tail."""
     tail = _short_tail(log)
-    return UserError(f"{message}; log: {log}" + (", last lines:" if tail else ""), details=tail)
+    details = [f"last lines of {Path(log).name}:"] + [f"  {line}" for line in tail] if tail else []
+    return UserError(f"{message}; log: {log}", details=details)
 
 
 def _exit_text(code):

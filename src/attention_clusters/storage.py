@@ -4,7 +4,8 @@ Every writer here writes to a temporary file in the same folder and renames it i
 so an interrupted stage leaves either the old file or the new one, never a partial file.
 A full disk or a read-only folder is one :class:`UserError` line naming the path, the bytes
 needed and the cause; the temporary file is removed and the previous output, if there was one,
-stays as it was (under ``dvc repro`` there is none: DVC deleted it before running the stage).
+stays as it was (under ``dvc repro`` a stage's declared outputs have none: DVC deletes them
+before it runs the stage).
 Large outputs reserve their space before writing (:func:`reserve`), so a memory-mapped writer
 fails with that line up front instead of a ``Bus error`` halfway through.
 """
