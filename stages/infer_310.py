@@ -17,7 +17,11 @@ def run():
     exported = storage.read_json(paths.METRICS / "export.json")
     batch_size = p.export.batch_size
     if not isinstance(exported, dict) or exported.get("batch_size") != batch_size:
-        raise errors.UserError(f"the exported model is not for export.batch_size {batch_size} (metrics/export.json); run dvc repro export_mindir")
+        found = exported.get("batch_size") if isinstance(exported, dict) else None
+        raise errors.UserError(
+            f"{paths.METRICS / 'export.json'}: the exported model is for batch {found}, "
+            f"export.batch_size is {batch_size}; re-export it: dvc repro -s export_mindir"
+        )
     file_format = "ONNX" if p.infer.backend == "onnxruntime" else "MINDIR"
     if file_format == "MINDIR":
         device.init(p.infer.device)

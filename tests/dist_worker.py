@@ -1,11 +1,13 @@
 """Worker script for test_distributed: a few data-parallel epochs on tiny data.
 
 Writes ``rank<r>.npz`` (final parameters) and ``rank<r>.json`` (per-epoch losses) into
-``$TEST_OUT``. With ``TEST_DIE=1`` rank 1 raises instead, to test that the job goes down.
+``$TEST_OUT``. With ``TEST_DIE=1`` rank 1 raises instead, with ``TEST_DIE=kill`` it is killed by
+SIGKILL (as by the kernel's OOM killer), to test that the job goes down and says how.
 """
 
 import json
 import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +20,9 @@ device.init("CPU", seed=3, processes=2)
 rank, world_size = distributed.init_worker("CPU", int(os.environ["TEST_PORT"]))
 if os.environ.get("TEST_DIE") == "1" and rank == 1:
     raise RuntimeError("rank 1 dies on purpose")
+if os.environ.get("TEST_DIE") == "kill" and rank == 1:
+    print("rank 1 is killed on purpose", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 rng = np.random.default_rng(0)
 x = rng.standard_normal((512, 25, 50)).astype(np.float32)
 y = rng.integers(0, 4, 512)

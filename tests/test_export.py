@@ -69,3 +69,23 @@ def test_310_flow_counts_every_sample(checkpoint, tmp_path):
     predictions, read_labels = inference.postprocess(tmp_path / "infer", 1024)
     assert np.array_equal(read_labels, labels)
     assert np.array_equal(predictions, np.argmax(net(ms.Tensor(features)).asnumpy(), axis=1))
+
+
+@pytest.mark.parametrize("file_format", export.FORMATS)
+def test_runners_split_and_pad_any_batch_to_the_exported_one(checkpoint, file_format):
+    net, _ = training.load_model(checkpoint)
+    net.set_train(False)
+    path = checkpoint.with_suffix(export.FORMATS[file_format])
+    export.export(net, 16, 25, 50, path, file_format)
+    runner = export.load_runner(path)
+    x = np.random.default_rng(3).standard_normal((37, 25, 50)).astype(np.float32)
+    expected = net(ms.Tensor(x)).asnumpy()
+    for n in (1, 8, 16, 37):  # fewer than, as many as and more than the exported batch
+        got = runner(x[:n])
+        assert got.shape == (n, 1024)
+        np.testing.assert_allclose(got, expected[:n], rtol=1e-5, atol=1e-5, err_msg=f"{file_format} at {n}")
+    assert runner.input_shape == (16, 25, 50)
+    with pytest.raises(UserError) as err:
+        runner(x[:, :, :40])
+    expected = "exported for float32 input (N, 25, 50) run in batches of 16, got shape (37, 25, 40)"
+    assert str(err.value) == f"{path}: {expected}"

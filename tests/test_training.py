@@ -154,7 +154,7 @@ def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(UserError, match="labels must be integers in 0..1023"):
         training.load_split(tmp_path / "x.npy", tmp_path / "y.npy")
     (tmp_path / "bad.ckpt").write_bytes(b"garbage")
-    with pytest.raises(UserError, match="bad.ckpt: unreadable or mismatched checkpoint"):
+    with pytest.raises(UserError, match="bad.ckpt: not a readable MindSpore checkpoint; re-create it with the stage"):
         checkpoints.load_weights(training.build_model(1, 1), tmp_path / "bad.ckpt")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(UserError, match="bad.json: expected a JSON object"):
@@ -196,3 +196,25 @@ def test_live_log_publishes_only_committed_epochs_and_replays_history(tmp_path):
         live.commit()
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
     assert len((out / "plots/metrics/train_loss.tsv").read_text().splitlines()) == 4
+
+
+def test_checkpoint_of_another_natt_is_one_whole_line_in_our_words(tmp_path, monkeypatch, capfd):
+    """models/attention_cluster.json edited to natt=32 beside a natt=1 checkpoint."""
+    monkeypatch.chdir(tmp_path)
+    outs = {"outs": ["models/m.ckpt", {"models/m.json": {"cache": False}}]}
+    (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"train": {"cmd": "x", **outs}}}))  # JSON is YAML
+    locked = [{"path": "models/m.ckpt"}, {"path": "models/m.json"}]
+    (tmp_path / "dvc.lock").write_text(json.dumps({"stages": {"train": {"outs": locked}}}))
+    (tmp_path / "models").mkdir()
+    training.save_checkpoint(training.build_model(1, 1), "models/m.ckpt")
+    config = {"fc": 1, "natt": 32, "feature_dims": [50], "num_classes": 1024}
+    (tmp_path / "models/m.json").write_text(json.dumps(config))
+    capfd.readouterr()
+    with pytest.raises(UserError) as err:
+        training.load_model("models/m.ckpt")
+    assert str(err.value) == (
+        "models/m.ckpt: parameter clusters.0.shift_w is (1, 1, 1) in the checkpoint but (1, 32, 1) in the network of "
+        "models/m.json (fc=1, natt=32); the two files are from different runs; for models/m.json: "
+        "restore it: git checkout models/m.json, or re-make it: dvc repro -s train"
+    )
+    assert "CRITICAL" not in "".join(capfd.readouterr())  # MindSpore never got to log its own message

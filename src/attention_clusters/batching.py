@@ -43,16 +43,27 @@ def predict(net, inputs, batch_size, out=None, progress=None):
         float32 (N, K) (``out`` when given).
     """
     net.set_train(False)
-    n = len(inputs)
-    for lo in range(0, n, batch_size):
-        x = np.asarray(inputs[lo : lo + batch_size])
-        real = len(x)
-        if real < batch_size:
-            x = np.concatenate([x, np.zeros((batch_size - real,) + x.shape[1:], x.dtype)])
+    n, lo = len(inputs), 0
+    for x, real in padded_batches(inputs, batch_size):
         y = net(_tensor(x)).asnumpy()[:real]
         if out is None:
             out = np.empty((n,) + y.shape[1:], dtype=np.float32)
         out[lo : lo + real] = y
+        lo += real
         if progress is not None:
             progress(real)
     return out
+
+
+def padded_batches(inputs, batch_size):
+    """Yield ``(batch, real)`` over ``inputs`` (N, ...) in order, every batch ``batch_size`` rows.
+
+    The last batch is zero-padded: its first ``real`` rows are samples, the rest zeros of the
+    inputs' dtype. Nothing is yielded for N = 0.
+    """
+    for lo in range(0, len(inputs), batch_size):
+        x = np.asarray(inputs[lo : lo + batch_size])
+        real = len(x)
+        if real < batch_size:
+            x = np.concatenate([x, np.zeros((batch_size - real,) + x.shape[1:], x.dtype)])
+        yield x, real

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import mindspore as ms
 
+from . import recovery
 from .errors import UserError
 from .storage import atomic_path, reserve
 
@@ -20,18 +21,33 @@ def save_checkpoint(cell, path):
         ms.save_checkpoint(cell, str(tmp))
 
 
-def load_weights(cell, path):
-    """Load a checkpoint into ``cell``; every parameter of ``cell`` must be found.
+def load_weights(cell, path, network="this network", fix="re-run training: dvc repro -s train"):
+    """Load a checkpoint into ``cell``; every parameter of ``cell`` must be in it, of the same shape.
+
+    The checkpoint is compared with ``cell`` before MindSpore loads it, so a mismatch is our one
+    line (naming the first differing parameter and both shapes), not the library's log.
+
+    Args:
+        network: how the message names what ``cell`` was built from.
+        fix: the end of the message for a checkpoint that does not fit ``cell``.
 
     Raises:
-        UserError: the file is missing or does not match the network's parameters.
+        UserError: the file is missing or not a MindSpore checkpoint, lacks parameters of
+        ``cell``, or holds one of another shape.
     """
     if not Path(path).is_file():
         raise UserError(f"{path}: checkpoint not found (run the training stage first)")
     try:
-        missing, _ = ms.load_param_into_net(cell, ms.load_checkpoint(str(path)), strict_load=True)
+        saved = ms.load_checkpoint(str(path))
     except (ValueError, RuntimeError, TypeError) as err:
-        reason = str(err).strip().splitlines()[0][:160]
-        raise UserError(f"{path}: unreadable or mismatched checkpoint ({reason})") from None
+        raise UserError(f"{path}: not a readable MindSpore checkpoint; {recovery.file_hint(path)}") from err
+    missing = [param.name for param in cell.get_parameters() if param.name not in saved]
     if missing:
-        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of this network, e.g. {missing[0]}")
+        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of {network}, e.g. {missing[0]}; {fix}")
+    for param in cell.get_parameters():
+        if tuple(saved[param.name].shape) != tuple(param.shape):
+            raise UserError(
+                f"{path}: parameter {param.name} is {tuple(saved[param.name].shape)} in the checkpoint "
+                f"but {tuple(param.shape)} in {network}; {fix}"
+            )
+    ms.load_param_into_net(cell, saved, strict_load=True)

@@ -4,7 +4,7 @@ import signal
 import sys
 import time
 
-from . import inputs
+from . import inputs, recovery
 from .errors import UserError
 
 
@@ -17,9 +17,12 @@ def main(stage, run, check_inputs=True):
             Scripts that are not a stage (e.g. scripts/sweep.py) pass ``check_inputs=False``.
         run: a callable taking no arguments that returns a one-line summary string.
 
-    Exits with status 1 on a :class:`UserError` and 130 on Ctrl-C or SIGTERM (both raise
-    ``KeyboardInterrupt``, so cleanup code runs: temporaries are removed, workers stopped); any
-    other exception is a bug in this project and keeps its traceback.
+    Exits with status 1 on a :class:`UserError` (its line, then its ``details``) and 130 on
+    Ctrl-C or SIGTERM. Either line ends with the command that restores the stage's previous
+    outputs when some are missing (``dvc repro`` deletes them before it runs the stage; see
+    :func:`recovery.restore_hint`). Ctrl-C and SIGTERM both raise ``KeyboardInterrupt``, so
+    cleanup code runs (temporaries are removed, workers stopped). Any other exception is a bug
+    in this project and keeps its traceback.
     """
     signal.signal(signal.SIGTERM, _interrupt)
     start = time.perf_counter()
@@ -28,12 +31,19 @@ def main(stage, run, check_inputs=True):
             inputs.check(stage)
         summary = run()
     except UserError as err:
-        print(f"{stage}: error: {err}", file=sys.stderr)
+        details = [f"  {line}" for line in err.details]
+        print(_with_recovery(f"{stage}: error: {err}", stage), *details, sep="\n", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print(f"{stage}: interrupted", file=sys.stderr)
+        print(_with_recovery(f"{stage}: interrupted", stage), file=sys.stderr)
         sys.exit(130)
     print(f"{stage}: {summary} ({time.perf_counter() - start:.1f} s)")
+
+
+def _with_recovery(line, stage):
+    """``line`` with the recovery command for the stage's missing outputs appended, if any."""
+    hint = recovery.restore_hint(stage)
+    return f"{line}; {hint}" if hint else line
 
 
 def _interrupt(signum, frame):

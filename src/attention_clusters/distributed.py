@@ -3,10 +3,11 @@
 The train stage is one command for the user. With ``distributed.launcher`` other than ``none``
 the stage process becomes a *launcher*: it starts ``distributed.workers`` copies of itself
 through the chosen launcher, each marked with :data:`WORKER_ENV`, waits for them, and exits
-non-zero with the failed rank's log when any worker dies. Each worker initialises MindSpore's
-collective communication, trains on its shard of every epoch's shuffle with gradients averaged
-over workers (effective batch = batch_size x workers), and rank 0 alone writes checkpoints and
-metrics.
+non-zero when any worker dies, in one line naming its rank, its exit code or signal and its
+log (msrun's report of the dead worker's pid is matched with the ranks seen running). Each
+worker initialises MindSpore's collective communication, trains on its shard of every epoch's
+shuffle with gradients averaged over workers (effective batch = batch_size x workers), and
+rank 0 alone writes checkpoints and metrics.
 
 The launcher owns every process it starts, including workers that leave its session (msrun
 starts each worker with ``setsid``): it becomes their subreaper, and one shutdown path
@@ -18,7 +19,9 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -35,6 +38,8 @@ SCHEDULER_HOST = "127.0.0.1"
 STOP_GRACE_S = 20  # seconds a stopped process gets to exit before SIGKILL
 SCHEDULER_GRACE_S = 10  # seconds workers may outlive their scheduler before the job is failed
 _PR_SET_CHILD_SUBREAPER = 36
+TAIL_LINES = 5  # lines of a failed worker's log shown under the error line
+MSRUN_WORKER_EXIT = re.compile(r"Worker process (\d+) exit with exception\. Error code: (-?\d+)\.")
 
 
 def is_worker():
@@ -152,8 +157,11 @@ def launch(dist, script, log_dir, poll_s=1.0):
 
     Raises:
         UserError: the port is taken, the launcher program is not installed, the scheduler
-        exited, or a worker failed (the message names the log to read; the tail of the
-        failed rank's log is printed to stderr).
+        exited, or a worker failed. A failed worker is one line naming its rank, how it ended
+        (exit code or signal) and its log, e.g. ``distributed training failed: rank 1 was killed
+        by signal 9 (SIGKILL); log: models/train_logs/worker_1.log``; the last lines of that log
+        are the error's ``details``. Under msrun the job ends as soon as msrun reports the dead
+        worker, without waiting for msrun to wind down.
     """
     if dist.launcher in ("msrun", "mpirun"):
         check_port_free(dist.master_port)
@@ -169,9 +177,7 @@ def launch(dist, script, log_dir, poll_s=1.0):
         finally:
             _shutdown(procs)
     if failure:
-        log, message = failure
-        print(f"--- tail of {log} ---\n{_tail(log)}", file=sys.stderr)
-        raise UserError(message)
+        raise failure
 
 
 def _start(argv, extra, log_path, launcher):
@@ -187,23 +193,81 @@ def _start(argv, extra, log_path, launcher):
 
 
 def _wait(procs, dist, log_dir, poll_s):
-    """Poll until every launcher process exits 0 (returns None) or the job fails (returns ``(log, message)``)."""
-    follow = _Follower(_rank0_log(dist, log_dir))
-    scheduler = _SchedulerWatch()
+    """Poll until every launcher process exits 0 (returns None) or the job fails (returns the UserError)."""
+    follow = _Follower(_rank_log(dist, log_dir, 0))
+    msrun_log = _Follower(log_dir / "launcher_0.log")  # where msrun reports a dead worker
+    scheduler, ranks = _SchedulerWatch(), {}
     while True:
         follow.echo()
+        family = _family()
+        ranks.update(_worker_ranks(family))
+        dead = _msrun_dead_worker(msrun_log.new_lines()) if dist.launcher == "msrun" else None
+        if dead:
+            pid, code = dead
+            return _worker_failure(dist, log_dir, ranks.get(pid), code, f"a worker (pid {pid})")
         codes = [proc.poll() for proc, _ in procs]
         failed = [k for k, code in enumerate(codes) if code not in (None, 0)]
+        if failed and dist.launcher == "rank_table":  # one process per rank, started by us
+            return _worker_failure(dist, log_dir, failed[0], codes[failed[0]])
         if failed:
             log = _failed_log(log_dir, failed[0])
-            return log, f"distributed training failed (launcher exit {codes[failed[0]]}); see {log}"
+            return _failure(f"distributed training failed: {dist.launcher} {_exit_text(codes[failed[0]])}", log)
         if all(code == 0 for code in codes):
             follow.echo()
             return None
-        if scheduler.left_workers_waiting(_family()):
+        if scheduler.left_workers_waiting(family):
             log = log_dir / "scheduler.log" if (log_dir / "scheduler.log").is_file() else _failed_log(log_dir, 0)
-            return log, f"distributed: the scheduler on {SCHEDULER_HOST}:{dist.master_port} (distributed.master_port) exited while the workers waited for it; see {log}"
+            where = f"{SCHEDULER_HOST}:{dist.master_port} (distributed.master_port)"
+            return _failure(f"distributed: the scheduler on {where} exited while the workers waited for it", log)
         time.sleep(poll_s)
+
+
+def _msrun_dead_worker(lines):
+    """``(pid, exit code)`` of the first worker msrun reports dead in ``lines`` of its log, or None.
+
+    msrun logs ``Worker process <pid> exit with exception. Error code: <code>.``, the code being
+    ``Popen.returncode`` (negative: killed by that signal).
+    """
+    for line in lines:
+        match = MSRUN_WORKER_EXIT.search(line)
+        if match:
+            return int(match[1]), int(match[2])
+    return None
+
+
+def _worker_ranks(family):
+    """``{pid: rank}`` of the live MindSpore workers (``MS_ROLE=MS_WORKER``, rank in ``MS_NODE_ID``)."""
+    ranks = {}
+    for proc in family:
+        env = _environ(proc)
+        if env.get("MS_ROLE") == "MS_WORKER" and env.get("MS_NODE_ID", "").isdigit():
+            ranks[proc.pid] = int(env["MS_NODE_ID"])
+    return ranks
+
+
+def _worker_failure(dist, log_dir, rank, code, unknown="a worker"):
+    """The UserError for worker ``rank`` (None: not known, named ``unknown``) that ended with ``code``."""
+    if rank is None:
+        return _failure(f"distributed training failed: {unknown} {_exit_text(code)}", _failed_log(log_dir, 0))
+    return _failure(f"distributed training failed: rank {rank} {_exit_text(code)}", _rank_log(dist, log_dir, rank))
+
+
+def _failure(message, log):
+    """``UserError(message; log: <log>)``; its details: ``last lines of <log name>:`` and the log's short tail."""
+    tail = _short_tail(log)
+    details = [f"last lines of {Path(log).name}:"] + [f"  {line}" for line in tail] if tail else []
+    return UserError(f"{message}; log: {log}", details=details)
+
+
+def _exit_text(code):
+    """How a process ended, from a ``Popen.returncode``: 'exited with code 1', 'was killed by signal 9 (SIGKILL)'."""
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        name = f" ({signal.Signals(-code).name})"
+    except ValueError:  # a real-time signal has no name
+        name = ""
+    return f"was killed by signal {-code}{name}"
 
 
 class _SchedulerWatch:
@@ -225,12 +289,15 @@ class _SchedulerWatch:
 
 def _role(proc):
     """MS_ROLE of a live process, or None (also for zombies and processes gone meanwhile)."""
+    return _environ(proc).get("MS_ROLE")
+
+
+def _environ(proc):
+    """The environment a live process started with; {} for zombies and processes gone meanwhile."""
     try:
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return proc.environ().get("MS_ROLE")
+        return {} if proc.status() == psutil.STATUS_ZOMBIE else proc.environ()
     except psutil.Error:
-        return None
+        return {}
 
 
 @contextlib.contextmanager
@@ -281,32 +348,37 @@ def _shutdown(procs):
         log.close()
 
 
-def _rank0_log(dist, log_dir):
-    """Where rank 0's console output goes under each launcher."""
+def _rank_log(dist, log_dir, rank):
+    """Where a rank's console output goes under each launcher."""
     if dist.launcher == "msrun":
-        return log_dir / "worker_0.log"
+        return log_dir / f"worker_{rank}.log"
     if dist.launcher == "mpirun":
-        return log_dir / "1" / "rank.0" / "stdout"
-    return log_dir / "launcher_0.log"
+        return log_dir / "1" / f"rank.{rank}" / "stdout"
+    return log_dir / f"launcher_{rank}.log"
 
 
 class _Follower:
-    """Echoes rank 0's per-epoch lines to the launcher's console while the workers run."""
+    """Reads a growing log line by line; echoes rank 0's per-epoch lines to the launcher's console."""
 
     PREFIXES = ("epoch ", "resuming ")
 
     def __init__(self, path):
         self.path, self.offset = path, 0
 
-    def echo(self):
+    def new_lines(self):
+        """The complete lines written to the file since the last call (a list of str)."""
         if not self.path.is_file():
-            return
-        with open(self.path, errors="replace") as handle:
+            return []
+        with open(self.path, "rb") as handle:
             handle.seek(self.offset)
-            text = handle.read()
-        complete = text[: text.rfind("\n") + 1]
-        self.offset += len(complete.encode())
-        for line in complete.splitlines():
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        return complete.decode(errors="replace").splitlines()
+
+    def echo(self):
+        """Print rank 0's new epoch lines."""
+        for line in self.new_lines():
             if line.startswith(self.PREFIXES):
                 print(line, flush=True)
 
@@ -320,9 +392,21 @@ def _failed_log(log_dir, index):
     return log_dir / f"launcher_{index}.log"
 
 
-def _tail(path, lines=30):
-    text = Path(path).read_text(errors="replace").splitlines()
-    return "\n".join(line for line in text[-lines:])
+def _short_tail(path, lines=TAIL_LINES):
+    """The last ``lines`` non-blank lines of a log (list of str; [] if unreadable).
+
+    When the log holds a Python traceback, the tail ends at its exception line (MindSpore
+    appends a C++ stack after it).
+    """
+    try:
+        text = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return []
+    starts = [k for k, line in enumerate(text) if line.startswith("Traceback (most recent call last)")]
+    end = len(text)
+    if starts:
+        end = next((k + 1 for k in range(starts[-1] + 1, len(text)) if not text[k][0].isspace()), end)
+    return text[max(0, end - lines) : end]
 
 
 def _mpi_to_dynamic_cluster(master_port):

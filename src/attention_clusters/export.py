@@ -5,11 +5,15 @@ from pathlib import Path
 import mindspore as ms
 import mindspore.onnx  # noqa: F401 (ms.onnx.export)
 import numpy as np
+from google.protobuf.message import DecodeError
+from mindspore.train import mind_ir_pb2
 
+from .batching import padded_batches
 from .errors import UserError
 from .storage import atomic_path
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
+REMAKE = "re-export it: dvc repro -s export_mindir"
 
 
 def export(net, batch_size, length, feature_dim, path, file_format):
@@ -28,25 +32,64 @@ def export(net, batch_size, length, feature_dim, path, file_format):
             ms.export(net, example, file_name=str(tmp), file_format=file_format)
 
 
-class MindirRunner:
+class _Runner:
+    """An exported model of fixed input shape (B, L, F), run on any number of samples.
+
+    Call with float32 (N, L, F) numpy input, any N >= 1; returns float32 (N, 1024) logits. Inputs
+    are split into batches of the exported B, the last one zero-padded, and the padding's rows
+    dropped from the result, so the caller never has to match B.
+
+    Attributes:
+        path: the exported file; input_shape: its (B, L, F), B None when the file leaves it open.
+    """
+
+    def __init__(self, path, input_shape):
+        self.path, self.input_shape = path, tuple(input_shape)
+
+    def __call__(self, x):
+        """Logits of float32 (N, L, F) ``x``: float32 (N, 1024).
+
+        Raises:
+            UserError: ``x`` is not (N, L, F) with N >= 1 and the exported L and F.
+        """
+        x = np.asarray(x, np.float32)
+        batch, sample = self.input_shape[0], self.input_shape[1:]
+        if x.ndim != len(self.input_shape) or x.shape[1:] != sample or len(x) == 0:
+            expected = f"float32 input (N, {', '.join(map(str, sample))}) run in batches of {batch}"
+            raise UserError(f"{self.path}: exported for {expected}, got shape {x.shape}")
+        if batch is None:
+            return self._run(x)
+        return np.concatenate([self._run(chunk)[:real] for chunk, real in padded_batches(x, batch)])
+
+
+class MindirRunner(_Runner):
     """Runs an exported MINDIR with MindSpore's own loader (``mindspore.load`` + ``nn.GraphCell``).
 
-    Call with float32 (B, L, F) numpy input; returns float32 (B, 1024) logits.
+    Raises:
+        UserError: the file is missing or not a MINDIR this MindSpore can load.
     """
 
     def __init__(self, path):
         _check_exists(path)
         try:
             self.cell = ms.nn.GraphCell(ms.load(str(path)))
-        except (RuntimeError, ValueError) as err:
-            raise UserError(f"{path}: cannot load the MINDIR ({str(err).strip().splitlines()[0][:120]}); run dvc repro export_mindir") from None
+            model = mind_ir_pb2.ModelProto()
+            model.ParseFromString(Path(path).read_bytes())
+            (tensor,) = model.graph.input[0].tensor
+        except (RuntimeError, ValueError, IndexError, DecodeError) as err:
+            raise UserError(f"{path}: cannot load the MINDIR ({type(err).__name__}); {REMAKE}") from err
+        super().__init__(path, [int(d) for d in tensor.dims])
 
-    def __call__(self, x):
+    def _run(self, x):
         return self.cell(ms.Tensor(x)).asnumpy()
 
 
-class OnnxRunner:
-    """Runs an exported ONNX model with ONNX Runtime on the CPU; same call as :class:`MindirRunner`."""
+class OnnxRunner(_Runner):
+    """Runs an exported ONNX model with ONNX Runtime on the CPU; same call as :class:`MindirRunner`.
+
+    Raises:
+        UserError: the file is missing or ONNX Runtime cannot load it.
+    """
 
     def __init__(self, path):
         import onnxruntime
@@ -55,15 +98,24 @@ class OnnxRunner:
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime raises its own exception types for bad files
-            raise UserError(f"{path}: cannot load the ONNX model ({type(err).__name__}); run dvc repro export_mindir") from None
-        self.input = self.session.get_inputs()[0].name
+            raise UserError(f"{path}: cannot load the ONNX model ({type(err).__name__}); {REMAKE}") from err
+        (first,) = self.session.get_inputs()
+        self.input = first.name
+        super().__init__(path, [d if isinstance(d, int) else None for d in first.shape])
 
-    def __call__(self, x):
+    def _run(self, x):
         return self.session.run(None, {self.input: x})[0]
 
 
 def load_runner(path):
-    """A :class:`MindirRunner` or :class:`OnnxRunner` for an exported file, chosen by its suffix."""
+    """A :class:`MindirRunner` or :class:`OnnxRunner` for an exported file, chosen by its suffix.
+
+    Either takes float32 (N, L, F) of any N >= 1 (split and padded to the exported batch) and
+    returns float32 (N, 1024) logits.
+
+    Raises:
+        UserError: the file is missing or cannot be loaded.
+    """
     return MindirRunner(path) if Path(path).suffix == FORMATS["MINDIR"] else OnnxRunner(path)
 
 

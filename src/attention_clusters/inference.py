@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .batching import padded_batches
 from .storage import atomic_write_bytes
 
 
@@ -24,12 +25,9 @@ def preprocess(features, labels, batch_size, out_dir):
     input_dir = Path(out_dir) / "input"
     input_dir.mkdir(parents=True)
     files = []
-    for k, lo in enumerate(range(0, len(features), batch_size)):
-        batch = np.zeros((batch_size,) + features.shape[1:], np.float32)
-        real = np.asarray(features[lo : lo + batch_size], np.float32)
-        batch[: len(real)] = real
+    for k, (batch, _) in enumerate(padded_batches(features, batch_size)):
         files.append(input_dir / f"batch_{k:05d}.bin")
-        atomic_write_bytes(files[-1], batch.tobytes())
+        atomic_write_bytes(files[-1], np.ascontiguousarray(batch, np.float32).tobytes())
     atomic_write_bytes(Path(out_dir) / "labels.bin", np.asarray(labels, np.int32).tobytes())
     return files
 

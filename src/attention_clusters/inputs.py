@@ -19,18 +19,27 @@ from .errors import UserError
 DVC_YAML = Path("dvc.yaml")
 
 
+def read_stages(dvc_yaml=DVC_YAML):
+    """The ``stages`` mapping of ``dvc_yaml`` (name -> deps, outs, ...).
+
+    Raises:
+        UserError: dvc.yaml is missing or unreadable.
+    """
+    try:
+        return yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8"))["stages"]
+    except FileNotFoundError:
+        raise UserError(f"{dvc_yaml}: not found (run the stages from the repository root)") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
+        raise UserError(f"{dvc_yaml}: cannot read its stages ({type(err).__name__})") from None
+
+
 def load_stages(stage, dvc_yaml=DVC_YAML):
     """The ``stages`` mapping of ``dvc_yaml`` (name -> deps, outs, ...), which must hold ``stage``.
 
     Raises:
         UserError: dvc.yaml is missing or unreadable, or has no such stage.
     """
-    try:
-        stages = yaml.safe_load(Path(dvc_yaml).read_text(encoding="utf-8"))["stages"]
-    except FileNotFoundError:
-        raise UserError(f"{dvc_yaml}: not found (run the stages from the repository root)") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as err:
-        raise UserError(f"{dvc_yaml}: cannot read its stages ({type(err).__name__})") from None
+    stages = read_stages(dvc_yaml)
     if stage not in stages:
         raise UserError(f"{dvc_yaml}: no stage '{stage}'")
     return stages
@@ -104,11 +113,18 @@ def _paths(entries):
     return [next(iter(entry)) if isinstance(entry, dict) else entry for entry in entries or []]
 
 
+def outputs(spec):
+    """``(path, options)`` of every output (outs, metrics, plots) of a stage's spec; options a dict."""
+    entries = (spec.get("outs") or []) + (spec.get("metrics") or []) + (spec.get("plots") or [])
+    pairs = [next(iter(entry.items())) if isinstance(entry, dict) else (entry, None) for entry in entries]
+    return [(path, options or {}) for path, options in pairs]
+
+
 def producer(path, stages):
     """Name of the stage whose outputs hold ``path`` (the output itself or a folder above it), or None."""
     path = Path(path)
     for name, spec in stages.items():
-        for out in _paths(spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", [])):
+        for out, _ in outputs(spec):
             if path == Path(out) or Path(out) in path.parents:
                 return name
     return None

@@ -3,7 +3,9 @@
 Every writer here writes to a temporary file in the same folder and renames it into place,
 so an interrupted stage leaves either the old file or the new one, never a partial file.
 A full disk or a read-only folder is one :class:`UserError` line naming the path, the bytes
-needed and the cause; the temporary file is removed and the previous output stays as it was.
+needed and the cause; the temporary file is removed and the previous output, if there was one,
+stays as it was (under ``dvc repro`` a stage's declared outputs have none: DVC deletes them
+before it runs the stage).
 Large outputs reserve their space before writing (:func:`reserve`), so a memory-mapped writer
 fails with that line up front instead of a ``Bus error`` halfway through.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import recovery
 from .errors import UserError
 
 # errors of the disk or folder, not of the program: reported as one line
@@ -34,10 +37,13 @@ def atomic_path(path, size=None):
         size: bytes the output needs, if known: named in the disk-error message.
 
     Raises:
-        UserError: the folder cannot be written or the disk is full (see :data:`DISK_ERRORS`).
+        UserError: the folder cannot be written or the disk is full (see :data:`DISK_ERRORS`);
+        the line ends with "the previous file is unchanged" or, when ``path`` did not exist,
+        "no file was created".
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix writers expect
+    existed = path.exists()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale(path)
@@ -47,7 +53,9 @@ def atomic_path(path, size=None):
         if err.errno not in DISK_ERRORS or not _is_beside(err.filename, path):
             raise
         needed = f"{size:,} bytes" if size else "it"
-        raise UserError(f"{path}: cannot write {needed} ({os.strerror(err.errno)}, {errno.errorcode[err.errno]}); the previous file is unchanged") from None
+        cause = f"{os.strerror(err.errno)}, {errno.errorcode[err.errno]}"
+        left = "the previous file is unchanged" if existed else "no file was created"
+        raise UserError(f"{path}: cannot write {needed} ({cause}); {left}") from None
     finally:
         for leftover in _temporaries(tmp):
             leftover.unlink(missing_ok=True)
@@ -165,7 +173,7 @@ def load_npy(path, mmap=False, ndim=None):
     except FileNotFoundError:
         raise UserError(f"{path}: file not found (run the earlier stages first: dvc repro)") from None
     except (ValueError, EOFError, OSError):
-        raise UserError(f"{path}: not a valid .npy array file (re-run the stage that writes it: dvc repro -f)") from None
+        raise UserError(f"{path}: not a valid .npy array file; {recovery.file_hint(path)}") from None
     if not isinstance(array, np.ndarray) or (ndim is not None and array.ndim != ndim):
         raise UserError(f"{path}: expected a {ndim}-dimensional array, got shape {getattr(array, 'shape', None)}")
     return array

@@ -41,7 +41,7 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from . import evaluation, inputs
+from . import evaluation, inputs, recovery
 from .batching import predict, run_epoch
 from .checkpoints import load_weights, save_checkpoint
 from .errors import UserError
@@ -352,7 +352,8 @@ def load_model(model_path, expect=None):
         ``(net, config)``.
 
     Raises:
-        UserError: the JSON or checkpoint is missing, or the config disagrees with ``expect``.
+        UserError: the JSON or checkpoint is missing, the config disagrees with ``expect``, or
+        the checkpoint does not fit the network the JSON describes.
     """
     config_path = Path(model_path).with_suffix(".json")
     config = read_json(config_path)
@@ -363,5 +364,7 @@ def load_model(model_path, expect=None):
         if config.get(key) != value:
             raise UserError(f"{model_path}: trained with {key}={config.get(key)}, but params.yaml says {key}={value}; re-run training")
     net = build_model(config["fc"], config["natt"], config["feature_dims"])
-    load_weights(net, model_path)
+    network = f"the network of {config_path} (fc={config['fc']}, natt={config['natt']})"
+    fix = f"the two files are from different runs; for {config_path}: {recovery.file_hint(config_path)}"
+    load_weights(net, model_path, network, fix)
     return net, config
