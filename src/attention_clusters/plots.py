@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .storage import atomic_path  # noqa: E402
-from .synth import label_bits  # noqa: E402
+from .synth import label_digits  # noqa: E402
 
 GRID = 5  # a 25-frame video drawn as 5 x 5
 
@@ -25,7 +25,7 @@ def video_grid(video, gap=2):
 
 def digits_text(label):
     """A Flash-MNIST label as the set of its digits, e.g. ``{0, 3, 7}`` (``{}`` for label 0)."""
-    return "{" + ", ".join(str(d) for d in np.flatnonzero(label_bits([label])[0])) + "}"
+    return "{" + ", ".join(map(str, label_digits(label))) + "}"
 
 
 def save_figure(fig, path):
