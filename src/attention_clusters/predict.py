@@ -30,6 +30,7 @@ from .synth import FRAMES, label_digits  # noqa: E402
 
 SIDE = 28  # frame side in pixels
 TOP = 5  # digit sets listed
+BATCH_VIDEOS = 64  # params.yaml feature.extract_batch_videos: the feature stage's batch
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose models/ are the defaults
 
 
@@ -194,19 +195,24 @@ def load_networks(extractor_path=REPO / EXTRACTOR, model_path=REPO / MODEL):
     return extractor, net, config
 
 
-def classify(extractor, net, video):
-    """Run the networks on one video, as the feature and eval stages do.
+def classify(extractor, net, video, batch_videos=BATCH_VIDEOS):
+    """Run the networks on one video, as the feature and eval stages do (the same numbers).
+
+    The video is padded to the stages' batches (``batch_videos`` videos through the extractor,
+    :data:`training.EVAL_BATCH` through the Attention Cluster): MindSpore's CPU kernels round
+    float32 differently for other batch sizes.
 
     Args:
         video: uint8 (25, 28, 28).
+        batch_videos: the feature stage's ``feature.extract_batch_videos``.
 
     Returns:
         dict with ``probabilities`` float64 (1024,) (softmax of the logits), ``logits`` float32
         (1024,), ``weights`` float32 (C, 25) attention weights of the first stream.
     """
-    feats = batching.predict(extractor, video, FRAMES)[None]  # (1, 25, 50), as features.extract
-    logits = batching.predict(net, feats, 1)[0]
-    weights = batching.predict(AttentionWeights(net), feats, 1)[0]
+    feats = batching.predict(extractor, video, batch_videos * FRAMES)[None]  # (1, 25, 50), as features.extract
+    logits = batching.predict(net, feats, training.EVAL_BATCH)[0]
+    weights = batching.predict(AttentionWeights(net), feats, training.EVAL_BATCH)[0]
     return {"logits": logits, "probabilities": softmax(logits), "weights": weights}
 
 
@@ -243,6 +249,8 @@ def parse_args(argv=None):
     parser.add_argument("video", help=f"animated GIF, folder of {FRAMES} images, or .npy uint8 ({FRAMES}, 28, 28)")
     parser.add_argument("--png", help="also draw the frames with each attention unit's weights under them")
     parser.add_argument("--extractor", default=str(REPO / EXTRACTOR), help="frame extractor checkpoint")
+    parser.add_argument("--batch-videos", type=int, default=BATCH_VIDEOS,
+                        help="the feature stage's feature.extract_batch_videos (the same batch gives the same bits)")
     parser.add_argument("--model", default=str(REPO / MODEL), help="Attention Cluster checkpoint (JSON beside it)")
     return parser.parse_args(argv)
 
@@ -251,7 +259,7 @@ def run(args):
     """Classify ``args.video``; print the report; draw ``args.png`` if asked. Returns a summary."""
     video, notes = load_video(args.video)
     extractor, net, _ = load_networks(args.extractor, args.model)
-    result = classify(extractor, net, video)
+    result = classify(extractor, net, video, args.batch_videos)
     print("\n".join(report(args.video, notes, result)))
     best, probability = top_sets(result["probabilities"], 1)[0]
     if args.png:
