@@ -57,7 +57,7 @@ def inputs(tmp_path_factory):
     (folder / "frames").mkdir()
     for k, frame in enumerate(video):
         Image.fromarray(frame).save(folder / "frames" / f"frame{k + 1}.png")
-    return video, {kind: folder / name for kind, name in (("npy", "video.npy"), ("gif", "video.gif"), ("folder", "frames"))}
+    return video, {"npy": folder / "video.npy", "gif": folder / "video.gif", "folder": folder / "frames"}
 
 
 def direct(model, video):
@@ -197,4 +197,5 @@ def test_command_line_error_has_no_traceback(model, inputs, tmp_path):
                           timeout=120)
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if "WARNING" not in line]
-    assert errors == [f"predict: error: {tmp_path / 'm.ckpt'}: model not found; train it (dvc repro train) or give its path"]
+    message = "model not found; train it (dvc repro train) or give its path"
+    assert errors == [f"predict: error: {tmp_path / 'm.ckpt'}: {message}"]
