@@ -16,7 +16,6 @@ import attention_clusters
 from attention_clusters import batching, device, features, plots, predict, storage, training
 from attention_clusters.errors import UserError
 from attention_clusters.models.attention_cluster import AttentionWeights
-from attention_clusters.models.extractor import FrameExtractor
 
 device.init("CPU", seed=0)
 SRC = os.path.dirname(os.path.dirname(attention_clusters.__file__))
@@ -37,14 +36,20 @@ def save_gif(frames, path):
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    """A random extractor and fc=2 natt=3 Attention Cluster with its JSON, as training writes them."""
+    """Checkpoints saved as the feature and train stages save them: the extractor after one
+    training step on random frames (inside its Noisy-MNIST classifier, as the stage trains it), a
+    random fc=2 natt=3 Attention Cluster with its JSON. Also the networks themselves, in memory."""
     folder = tmp_path_factory.mktemp("model")
     paths = {"extractor": folder / "extractor.ckpt", "model": folder / "attention_cluster.ckpt"}
-    training.save_checkpoint(FrameExtractor(), paths["extractor"])
-    training.save_checkpoint(training.build_model(2, 3), paths["model"])
+    rng = np.random.default_rng(5)
+    frames, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 11, 64).astype(np.uint8)
+    extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0)
+    training.save_checkpoint(extractor, paths["extractor"])
+    net = training.build_model(2, 3)
+    training.save_checkpoint(net, paths["model"])
     config = {"fc": 2, "natt": 3, "feature_dims": [50], "num_classes": 1024}
     storage.write_json(folder / "attention_cluster.json", config)
-    return paths
+    return dict(paths, networks=(extractor, net))
 
 
 @pytest.fixture(scope="module")
@@ -61,10 +66,8 @@ def inputs(tmp_path_factory):
 
 
 def direct(model, video):
-    """The feature stage's extraction and the eval stage's prediction of the same networks."""
-    extractor = FrameExtractor()
-    training.load_weights(extractor, model["extractor"])
-    net, _ = training.load_model(model["model"])
+    """The feature stage's extraction and the eval stage's prediction with the networks as trained."""
+    extractor, net = model["networks"]
     feats = np.empty((1, 25, 50), np.float32)
     features.extract(extractor, video[None], feats, 64)
     return batching.predict(net, feats, training.EVAL_BATCH), batching.predict(AttentionWeights(net), feats, 4)

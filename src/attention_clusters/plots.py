@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .storage import atomic_path  # noqa: E402
-from .synth import label_digits  # noqa: E402
+from .synth import label_bits  # noqa: E402
 
 GRID = 5  # a 25-frame video drawn as 5 x 5
 
@@ -21,6 +21,11 @@ def video_grid(video, gap=2):
         r, c = divmod(k, GRID)
         canvas[r * (rows + gap) : r * (rows + gap) + rows, c * (cols + gap) : c * (cols + gap) + cols] = video[k]
     return canvas
+
+
+def label_digits(label):
+    """The digits present in one 10-bit label (bit d set = digit d present), e.g. ``[0, 3, 9]``."""
+    return [int(d) for d in np.flatnonzero(label_bits([label])[0])]
 
 
 def digits_text(label):

@@ -24,9 +24,9 @@ from PIL import Image, ImageSequence, UnidentifiedImageError  # noqa: E402
 from . import batching, cli, device, plots, training  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .models.attention_cluster import AttentionWeights  # noqa: E402
-from .models.extractor import FEATURE_DIM, FrameExtractor  # noqa: E402
+from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier  # noqa: E402
 from .paths import EXTRACTOR, MODEL  # noqa: E402
-from .synth import FRAMES, label_digits  # noqa: E402
+from .synth import FRAMES  # noqa: E402
 
 SIDE = 28  # frame side in pixels
 TOP = 5  # digit sets listed
@@ -186,13 +186,28 @@ def load_networks(extractor_path=REPO / EXTRACTOR, model_path=REPO / MODEL):
         if not Path(path).is_file():
             raise UserError(f"{path}: model not found; train it (dvc repro {stage}) or give its path")
     device.init("CPU")
-    extractor = FrameExtractor()
-    training.load_weights(extractor, extractor_path)
+    extractor = load_extractor(extractor_path)
     net, config = training.load_model(model_path)
     if list(config["feature_dims"]) != [FEATURE_DIM]:
         raise UserError(f"{model_path}: takes feature streams {config['feature_dims']}, expected one of the "
                         f"extractor's {FEATURE_DIM}-d features")
     return extractor, net, config
+
+
+def load_extractor(path):
+    """The frozen extractor the feature stage saved (``models/extractor.ckpt``), in eval mode.
+
+    The stage trains it inside :class:`NoisyMnistClassifier`, which names its parameters
+    ``extractor.*``; it is wrapped the same way to load them.
+
+    Raises:
+        UserError: the checkpoint is missing or does not fit the network.
+    """
+    extractor = FrameExtractor()
+    NoisyMnistClassifier(extractor)  # gives the parameters the names the stage saved
+    training.load_weights(extractor, path)
+    extractor.set_train(False)
+    return extractor
 
 
 def classify(extractor, net, video, batch_videos=BATCH_VIDEOS):
@@ -233,7 +248,7 @@ def report(source, notes, result):
     """The lines printed for one video: conversions, the digits present, the top-5 sets."""
     best, probability = top_sets(result["probabilities"], 1)[0]
     lines = [f"{source}: {note}" for note in notes]
-    lines.append(f"digits present: {' '.join(map(str, label_digits(best))) or 'none'} "
+    lines.append(f"digits present: {' '.join(map(str, plots.label_digits(best))) or 'none'} "
                  f"(label {best}, probability {100 * probability:.1f} %)")
     lines.append("top-5 digit sets:")
     lines += [f"  {plots.digits_text(label):<32} label {label:4d}  {100 * p:5.1f} %"

@@ -136,11 +136,6 @@ def label_bits(labels):
     return (np.asarray(labels, dtype=np.int64)[:, None] >> np.arange(NUM_DIGITS)) & 1 == 1
 
 
-def label_digits(label):
-    """The digits present in one 10-bit label (bit d set = digit d present), e.g. ``[0, 3, 9]``."""
-    return [int(d) for d in np.flatnonzero(label_bits([label])[0])]
-
-
 def flash_labels(per_label, seed):
     """Labels of a Flash-MNIST split: each of the 1,024 labels ``per_label`` times, shuffled.
 
