@@ -1,6 +1,6 @@
 """Classify one user video with the trained extractor and Attention Cluster.
 
-    python -m attention_clusters.predict VIDEO [--png attention.png] [--extractor CKPT] [--model CKPT]
+    python -m attention_clusters.predict VIDEO [--png PNG] [--extractor CKPT] [--model CKPT] [--batch-videos N]
 
 ``VIDEO`` is an animated GIF (or any multi-frame image Pillow reads), a folder of 25 images
 (taken in natural name order: ``frame2`` before ``frame10``) or a ``.npy`` of shape (25, 28, 28)
@@ -24,11 +24,10 @@ from PIL import Image, ImageSequence, UnidentifiedImageError  # noqa: E402
 from . import batching, cli, device, plots, training  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .models.attention_cluster import AttentionWeights  # noqa: E402
-from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier  # noqa: E402
+from .models.extractor import FEATURE_DIM, FRAME_SIDE, FrameExtractor, NoisyMnistClassifier  # noqa: E402
 from .paths import EXTRACTOR, MODEL  # noqa: E402
 from .synth import FRAMES  # noqa: E402
 
-SIDE = 28  # frame side in pixels
 TOP = 5  # digit sets listed
 BATCH_VIDEOS = 64  # params.yaml feature.extract_batch_videos: the feature stage's batch
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose models/ are the defaults
@@ -70,8 +69,8 @@ def _load_npy(path):
         video = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError):
         raise UserError(f"{path}: not a valid .npy array file") from None
-    if video.shape != (FRAMES, SIDE, SIDE) or video.dtype != np.uint8:
-        raise UserError(f"{path}: expected a uint8 array of shape ({FRAMES}, {SIDE}, {SIDE}), "
+    if video.shape != (FRAMES, FRAME_SIDE, FRAME_SIDE) or video.dtype != np.uint8:
+        raise UserError(f"{path}: expected a uint8 array of shape ({FRAMES}, {FRAME_SIDE}, {FRAME_SIDE}), "
                         f"got {video.dtype} {video.shape}")
     return video
 
@@ -153,9 +152,9 @@ def to_frame(image):
         if not _is_grey(image):
             changes.append(f"converted {image.mode} to 8-bit grey")
         image = image.convert("L")
-    if image.size != (SIDE, SIDE):
-        changes.append(f"resized {image.size[0]}x{image.size[1]} to {SIDE}x{SIDE}")
-        image = image.resize((SIDE, SIDE), Image.LANCZOS)
+    if image.size != (FRAME_SIDE, FRAME_SIDE):
+        changes.append(f"resized {image.size[0]}x{image.size[1]} to {FRAME_SIDE}x{FRAME_SIDE}")
+        image = image.resize((FRAME_SIDE, FRAME_SIDE), Image.LANCZOS)
     return np.asarray(image, dtype=np.uint8), changes
 
 
