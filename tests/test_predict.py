@@ -170,6 +170,12 @@ def bad_inputs(tmp_path):
         Image.fromarray(video[k]).save(tmp_path / "mixed" / f"{k}.png")
     (tmp_path / "mixed" / "notes.txt").write_text("frame 24 is missing\n")
     cases.append(("mixed/notes.txt", "not an image Pillow can read"))
+    (tmp_path / "cut").mkdir()
+    for k in range(25):
+        Image.fromarray(video[k]).save(tmp_path / "cut" / f"{k}.png")
+    whole = (tmp_path / "cut" / "7.png").read_bytes()
+    (tmp_path / "cut" / "7.png").write_bytes(whole[: len(whole) // 2])  # cut inside its pixel data
+    cases.append(("cut/7.png", "broken image (image file is truncated"))
     cases.append(("missing.gif", "not found (expected an animated GIF, a folder of 25 images or a .npy)"))
     return cases
 
@@ -190,6 +196,13 @@ def test_missing_model_is_one_line(model, tmp_path):
         predict.load_networks(model["extractor"], missing)
     with pytest.raises(UserError, match=r"extractor.ckpt: model not found; train it \(dvc repro feature\)"):
         predict.load_networks(tmp_path / "extractor.ckpt", model["model"])
+
+
+def test_batch_videos_must_be_positive(capsys):
+    with pytest.raises(SystemExit):
+        predict.parse_args(["video.gif", "--batch-videos", "0"])
+    assert "--batch-videos: expected an integer >= 1, got '0'" in capsys.readouterr().err
+    assert predict.parse_args(["video.gif", "--batch-videos", "8"]).batch_videos == 8
 
 
 def test_command_line_error_has_no_traceback(model, inputs, tmp_path):

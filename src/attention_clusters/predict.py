@@ -12,6 +12,7 @@ Attention Cluster (``models/attention_cluster.ckpt`` with its JSON) scores the 1
 
 import argparse
 import re
+import struct
 from pathlib import Path
 
 from . import onednn
@@ -112,8 +113,9 @@ def _read_images(path, count=None):
             return [frame.copy() for frame in ImageSequence.Iterator(image)]
     except UnidentifiedImageError:
         raise UserError(f"{path}: not an image Pillow can read (expected a GIF, PNG, JPEG, ...)") from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
-        raise UserError(f"{path}: broken image ({str(err).splitlines()[0][:100]})") from None
+    except (OSError, ValueError, SyntaxError, IndexError, EOFError, struct.error, Image.DecompressionBombError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:100]  # Pillow's errors on a cut or garbled file
+        raise UserError(f"{path}: broken image ({reason})") from None
 
 
 def _check_count(count, path, what):
@@ -263,10 +265,17 @@ def parse_args(argv=None):
     parser.add_argument("video", help=f"animated GIF, folder of {FRAMES} images, or .npy uint8 ({FRAMES}, 28, 28)")
     parser.add_argument("--png", help="also draw the frames with each attention unit's weights under them")
     parser.add_argument("--extractor", default=str(REPO / EXTRACTOR), help="frame extractor checkpoint")
-    parser.add_argument("--batch-videos", type=int, default=BATCH_VIDEOS,
+    parser.add_argument("--batch-videos", type=_positive, default=BATCH_VIDEOS,
                         help="the feature stage's feature.extract_batch_videos (the same batch gives the same bits)")
     parser.add_argument("--model", default=str(REPO / MODEL), help="Attention Cluster checkpoint (JSON beside it)")
     return parser.parse_args(argv)
+
+
+def _positive(text):
+    """argparse type: an integer >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return int(text)
 
 
 def run(args):
