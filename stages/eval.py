@@ -36,7 +36,8 @@ def run():
 
     weights = batching.predict(AttentionWeights(net), test_x[:SHOWN], SHOWN)
     videos = storage.load_npy(paths.flash_file("test", "videos"), mmap=True)[:SHOWN]
-    plots.attention_figure(videos, test_y[:SHOWN], np.argmax(logits[:SHOWN], axis=1), weights, paths.ATTENTION_PNG)
+    titles = [plots.prediction_title(pred, label) for pred, label in zip(np.argmax(logits[:SHOWN], axis=1), test_y)]
+    plots.attention_figure(videos, weights, titles, paths.ATTENTION_PNG)
     scope = "full MNIST" if provenance["full_mnist"] else provenance["source"]
     return f"test top-1 {top1:.2f} % (top-5 {report['top5']:.2f} %) on {len(test_y):,} videos, fc={config['fc']} natt={config['natt']} [{scope}]"
 

@@ -30,6 +30,10 @@ def run():
     distributed.check_settings(p.distributed, p.device_target)
     if p.distributed.launcher != "none" and not distributed.is_worker():
         distributed.launch(p.distributed, __file__, paths.TRAIN_LOGS)
+        node = p.distributed.node_rank
+        if node != 0:
+            done = f"its {p.distributed.workers} worker(s) done"
+            return f"node {node} of {p.distributed.nodes}: {done}; node 0 saves the model"
     else:
         device.init(p.device_target, seed=p.seed, processes=p.distributed.workers)
         rank, world_size = distributed.init_worker(p.device_target, p.distributed.master_port)
@@ -39,7 +43,8 @@ def run():
     info = storage.read_json(paths.MODEL.with_suffix(".json"))
     return (
         f"fc={info['fc']} natt={info['natt']}: best val top-1 {info['best_val_top1']:.2f} % at epoch "
-        f"{info['best_epoch']}/{info['epochs']} ({p.distributed.workers} worker(s)), saved {paths.MODEL}"
+        f"{info['best_epoch']}/{info['epochs']} ({distributed.total_workers(p.distributed)} worker(s)), "
+        f"saved {paths.MODEL}"
     )
 
 

@@ -13,5 +13,6 @@ from attention_clusters import cli, distributed
 pidfile, port = sys.argv[1], int(sys.argv[2])
 fake = [sys.executable, str(Path(__file__).with_name("fake_launcher.py")), pidfile, "120", "120"]
 distributed.worker_commands = lambda dist, script, log_dir: [(fake, {})]
-dist = SimpleNamespace(launcher="msrun", workers=2, rank_table="", master_port=port)
+dist = SimpleNamespace(launcher="msrun", workers=2, rank_table="", master_port=port, nodes=1, node_rank=0,
+                       master_addr="127.0.0.1")
 cli.main("launch", lambda: distributed.launch(dist, "unused.py", Path("logs")) or "done")

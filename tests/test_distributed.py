@@ -22,17 +22,23 @@ WORKER = str(ROOT / "tests" / "dist_worker.py")
 
 
 def settings(**kw):
-    base = {"launcher": "msrun", "workers": 2, "rank_table": "", "master_port": 8119}
+    base = {"launcher": "msrun", "workers": 2, "rank_table": "", "master_port": 8119, "nodes": 1, "node_rank": 0,
+            "master_addr": "127.0.0.1"}
     return SimpleNamespace(**{**base, **kw})
 
 
 def rank_table(tmp_path, devices, servers=1):
+    """An HCCL rank table of ``servers`` servers, each with ``devices`` (rank, device) pairs;
+    server s adds s * len(devices) to the ranks."""
     table = {
         "version": "1.0",
         "server_count": str(servers),
         "server_list": [
-            {"server_id": "10.0.0.1", "device": [{"device_id": str(d), "device_ip": f"192.168.{d}.2", "rank_id": str(r)} for r, d in devices]}
-        ] * servers,
+            {"server_id": f"10.0.0.{s + 1}",
+             "device": [{"device_id": str(d), "device_ip": f"192.168.{d}.{s + 2}", "rank_id": str(r + s * len(devices))}
+                        for r, d in devices]}
+            for s in range(servers)
+        ],
         "status": "completed",
     }
     path = tmp_path / "rank_table.json"
@@ -56,7 +62,7 @@ def test_rank_table_commands_set_the_hccl_environment(tmp_path):
         ([(0, 0), (1, 1)], 1, 4, "lists 2 devices but distributed.workers is 4"),
         ([(0, 0), (2, 1)], 1, 2, "rank_id values must be 0..1"),
         ([(0, 0), (1, 0)], 1, 2, "device_id values repeat"),
-        ([(0, 0)], 2, 1, "exactly one server"),
+        ([(0, 0)], 2, 1, "lists 2 servers but distributed.nodes is 1"),
     ],
 )
 def test_rank_table_validation(tmp_path, devices, servers, workers, message):
@@ -80,6 +86,81 @@ def test_rank_table_file_errors(tmp_path):
     (tmp_path / "shape.json").write_text('{"server_list": [{"device": [{"device_id": "x", "rank_id": "0"}]}]}')
     with pytest.raises(UserError, match="integer-valued"):
         distributed.read_rank_table(str(tmp_path / "shape.json"), 1)
+
+
+def test_multi_server_rank_table_starts_this_servers_devices(tmp_path):
+    path = rank_table(tmp_path, [(0, 6), (1, 7)], servers=3)
+    dist = settings(launcher="rank_table", rank_table=str(path), nodes=3, node_rank=1)
+    distributed.check_settings(dist, "Ascend")
+    commands = distributed.worker_commands(dist, "stages/train.py", tmp_path)
+    assert [env for _, env in commands] == [
+        {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "6", "RANK_ID": "2", "DEVICE_ID": "6"},
+        {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "6", "RANK_ID": "3", "DEVICE_ID": "7"},
+    ]
+    assert distributed.read_rank_table(str(path), 2, 3, 2) == [(4, 6), (5, 7)]
+
+
+def test_multi_server_rank_table_validation(tmp_path):
+    path = rank_table(tmp_path, [(0, 0), (1, 1)], servers=2)
+    table = json.loads(path.read_text())
+    table["server_list"][1]["device"].append({"device_id": "2", "device_ip": "192.168.2.3", "rank_id": "4"})
+    path.write_text(json.dumps(table))
+    with pytest.raises(UserError, match="server_list\\[1\\] lists 3 devices but distributed.workers is 2"):
+        distributed.read_rank_table(str(path), 2, 2)
+    del table["server_list"][1]["device"][2]
+    table["server_count"] = "3"
+    path.write_text(json.dumps(table))
+    with pytest.raises(UserError, match="server_count is 3 but server_list has 2 servers"):
+        distributed.read_rank_table(str(path), 2, 2)
+    table["server_count"] = "2"
+    table["server_list"][1]["device"][0]["rank_id"] = "1"  # rank 1 on both servers, no rank 2
+    path.write_text(json.dumps(table))
+    with pytest.raises(UserError, match=r"rank_id values must be 0..3, got \[0, 1, 1, 3\]"):
+        distributed.read_rank_table(str(path), 2, 2)
+
+
+def test_msrun_across_machines(tmp_path):
+    (argv, _), = distributed.worker_commands(settings(), "stages/train.py", tmp_path)
+    assert "--master_addr=127.0.0.1" in argv and "--node_rank=0" in argv  # one machine: the defaults
+    dist = settings(workers=4, nodes=3, node_rank=2, master_addr="10.1.2.3")
+    distributed.check_settings(dist, "CPU")
+    (argv, _), = distributed.worker_commands(dist, "stages/train.py", tmp_path)
+    assert argv[:6] == ["msrun", "--worker_num=12", "--local_worker_num=4", "--master_addr=10.1.2.3",
+                        "--master_port=8119", "--node_rank=2"]
+    assert distributed.total_workers(dist) == 12
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"nodes": 2, "node_rank": 2, "master_addr": "10.1.2.3"},
+         "node_rank is 2 but distributed.nodes is 2; node ranks are 0..1"),
+        ({"nodes": 2, "launcher": "mpirun", "master_addr": "10.1.2.3"}, "several machines need msrun"),
+        ({"nodes": 2}, "master_addr is 127.0.0.1, which the other 1 machine\\(s\\) cannot reach"),
+        ({"nodes": 2, "master_addr": "localhost"}, "master_addr is localhost, which"),
+    ],
+)
+def test_node_settings_are_checked(kw, message):
+    with pytest.raises(UserError, match=message):
+        distributed.check_settings(settings(**kw), "CPU")
+
+
+def test_scheduler_address_must_be_this_machine_on_node_0():
+    with pytest.raises(UserError, match="master_addr: 192.0.2.1 is not an address of this machine"):
+        distributed.check_port_free(8135, "192.0.2.1")  # TEST-NET-1: never local
+
+
+def test_other_nodes_do_not_check_the_scheduler_port(tmp_path, monkeypatch):
+    fake_msrun(monkeypatch, tmp_path / "pids", 60, 0.5)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(UserError, match="already in use"):  # node 0: the port is checked
+            distributed.launch(settings(master_port=port), WORKER, tmp_path / "logs")
+        dist = settings(master_port=port, nodes=2, node_rank=1, master_addr="192.0.2.1")
+        distributed.launch(dist, WORKER, tmp_path / "logs")  # node 1: the scheduler is elsewhere
+    assert len(started_pids(tmp_path / "pids")) == 2
 
 
 def test_workers_need_a_launcher():

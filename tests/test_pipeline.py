@@ -29,7 +29,9 @@ AUDIT = ROOT / "tests" / "audit"  # sitecustomize.py: records what each stage re
 # params a stage reads that cannot change its outputs, so dvc.yaml does not declare them
 READ_NOT_OUTPUT = {
     "download_mnist": {"mnist.timeout_s", "mnist.retries"},  # how hard to try a mirror
-    "train": {"distributed.launcher", "distributed.master_port", "distributed.rank_table"},  # how workers start
+    "train": {  # how and where the workers start
+        "distributed.launcher", "distributed.master_port", "distributed.rank_table", "distributed.master_addr", "distributed.node_rank",
+    },
     "eval": {"fc", "natt"},  # only compared with the checkpoint's JSON
     "export_mindir": {"fc", "natt"},
 }

@@ -206,7 +206,7 @@ def test_checkpoint_of_another_natt_is_one_whole_line_in_our_words(tmp_path, mon
     locked = [{"path": "models/m.ckpt"}, {"path": "models/m.json"}]
     (tmp_path / "dvc.lock").write_text(json.dumps({"stages": {"train": {"outs": locked}}}))
     (tmp_path / "models").mkdir()
-    training.save_checkpoint(training.build_model(1, 1), "models/m.ckpt")
+    checkpoints.save_checkpoint(training.build_model(1, 1), "models/m.ckpt")
     config = {"fc": 1, "natt": 32, "feature_dims": [50], "num_classes": 1024}
     (tmp_path / "models/m.json").write_text(json.dumps(config))
     capfd.readouterr()

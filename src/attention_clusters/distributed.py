@@ -17,6 +17,7 @@ SIGTERM), so no worker outlives the stage.
 
 import contextlib
 import ctypes
+import errno
 import json
 import os
 import re
@@ -55,56 +56,112 @@ def check_settings(dist, device_target):
     """
     if dist.launcher == "none" and dist.workers != 1:
         raise UserError(f"params.yaml: distributed.workers is {dist.workers} but distributed.launcher is none; choose msrun, mpirun or rank_table")
+    check_nodes(dist)
     if dist.launcher == "rank_table":
         if device_target != "Ascend":
             raise UserError(f"params.yaml: distributed.launcher rank_table is for Ascend (HCCL), but device_target is {device_target}; use msrun")
-        read_rank_table(dist.rank_table, dist.workers)
+        read_rank_table(dist.rank_table, dist.workers, dist.nodes, dist.node_rank)
 
 
-def read_rank_table(path, workers):
-    """Validate an HCCL rank-table JSON (version 1.0 layout) for one server.
+def check_nodes(dist):
+    """Checks of the multi-machine keys: ``nodes`` machines, this one ``node_rank``, the
+    scheduler at ``master_addr`` (node 0).
 
-    Expected: ``{"server_count": "1", "server_list": [{"server_id": ..., "device":
-    [{"device_id": "0", "device_ip": ..., "rank_id": "0"}, ...]}], "status": "completed"}``.
+    Raises:
+        UserError: node_rank not below nodes; several nodes without msrun or rank_table (mpirun
+        takes its hosts from its own hostfile), or with a loopback master_addr under msrun.
+    """
+    if dist.node_rank >= dist.nodes:
+        raise UserError(f"params.yaml: distributed.node_rank is {dist.node_rank} but distributed.nodes is "
+                        f"{dist.nodes}; node ranks are 0..{dist.nodes - 1}")
+    if dist.nodes == 1:
+        return
+    if dist.launcher not in ("msrun", "rank_table"):
+        raise UserError(f"params.yaml: distributed.nodes is {dist.nodes} but distributed.launcher is {dist.launcher}; "
+                        "several machines need msrun (or rank_table on Ascend)")
+    if dist.launcher == "msrun" and _is_loopback(dist.master_addr):
+        raise UserError(f"params.yaml: distributed.master_addr is {dist.master_addr}, which the other {dist.nodes - 1} "
+                        "machine(s) cannot reach; give node 0's address on their network")
+
+
+def _is_loopback(host):
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def total_workers(dist):
+    """Workers of the whole job: ``workers`` on each of the ``nodes`` machines."""
+    return dist.workers * dist.nodes
+
+
+def read_rank_table(path, workers, nodes=1, node_rank=0):
+    """Validate an HCCL rank-table JSON (version 1.0 layout) and return this server's devices.
+
+    Expected: ``{"server_count": "2", "server_list": [{"server_id": ..., "device":
+    [{"device_id": "0", "device_ip": ..., "rank_id": "0"}, ...]}, ...], "status": "completed"}``
+    with one server per machine (``nodes``), in node order, each listing ``workers`` devices;
+    the rank ids of all servers are 0..n-1.
 
     Returns:
-        list of ``(rank_id, device_id)`` int pairs sorted by rank.
+        list of ``(rank_id, device_id)`` int pairs of server ``node_rank``, sorted by rank.
 
     Raises:
         UserError: naming the file, when it is missing, not JSON, not of that shape, its rank
-        ids are not 0..n-1, or its device count differs from ``workers``.
+        ids are not 0..n-1, a server repeats a device id, or its server or device counts differ
+        from ``nodes`` or ``workers``.
     """
     where = f"distributed.rank_table '{path}'"
+    servers = _rank_table_servers(_read_table(path, where), where, nodes)
+    ranks = sorted(rank for pairs in servers for rank, _ in pairs)
+    if ranks != list(range(len(ranks))):
+        raise UserError(f"{where}: rank_id values must be 0..{len(ranks) - 1}, got {ranks}")
+    for index, pairs in enumerate(servers):
+        if len({device for _, device in pairs}) != len(pairs):
+            raise UserError(f"{where}: device_id values repeat in server_list[{index}]")
+        if len(pairs) != workers:
+            raise UserError(f"{where}: server_list[{index}] lists {len(pairs)} devices "
+                            f"but distributed.workers is {workers}")
+    return servers[node_rank]
+
+
+def _read_table(path, where):
+    """The parsed JSON of a rank table."""
     if not path:
         raise UserError("params.yaml: distributed.rank_table must name an HCCL rank-table JSON when launcher is rank_table")
     try:
-        table = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise UserError(f"{where}: file not found") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{where}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+
+
+def _rank_table_servers(table, where, nodes):
+    """Per server of the table, its ``(rank_id, device_id)`` pairs sorted by rank."""
     servers = table.get("server_list") if isinstance(table, dict) else None
-    if not isinstance(servers, list) or len(servers) != 1 or not isinstance(servers[0], dict):
-        raise UserError(f"{where}: expected a server_list with exactly one server (run one launcher per server)")
-    devices = servers[0].get("device")
-    if not isinstance(devices, list) or not devices:
-        raise UserError(f"{where}: server_list[0].device must be a non-empty list")
-    pairs = []
-    for k, dev in enumerate(devices):
-        try:
-            pairs.append((int(dev["rank_id"]), int(dev["device_id"])))
-        except (TypeError, KeyError, ValueError):
-            raise UserError(f"{where}: device[{k}] needs integer-valued 'rank_id' and 'device_id'") from None
-    pairs.sort()
-    if [rank for rank, _ in pairs] != list(range(len(pairs))):
-        raise UserError(f"{where}: rank_id values must be 0..{len(pairs) - 1}, got {sorted(r for r, _ in pairs)}")
-    if len({device for _, device in pairs}) != len(pairs):
-        raise UserError(f"{where}: device_id values repeat")
-    if len(pairs) != workers:
-        raise UserError(f"{where}: lists {len(pairs)} devices but distributed.workers is {workers}")
-    return pairs
+    if not isinstance(servers, list) or not servers or not all(isinstance(server, dict) for server in servers):
+        raise UserError(f"{where}: expected a non-empty server_list of servers")
+    if len(servers) != nodes:
+        raise UserError(f"{where}: lists {len(servers)} servers but distributed.nodes is {nodes} "
+                        "(one server per machine)")
+    count = table.get("server_count", str(len(servers)))
+    if str(count) != str(len(servers)):
+        raise UserError(f"{where}: server_count is {count} but server_list has {len(servers)} servers")
+    result = []
+    for index, server in enumerate(servers):
+        devices = server.get("device")
+        if not isinstance(devices, list) or not devices:
+            raise UserError(f"{where}: server_list[{index}].device must be a non-empty list")
+        pairs = []
+        for k, dev in enumerate(devices):
+            try:
+                pairs.append((int(dev["rank_id"]), int(dev["device_id"])))
+            except (TypeError, KeyError, ValueError):
+                raise UserError(f"{where}: server_list[{index}].device[{k}] needs integer-valued "
+                                "'rank_id' and 'device_id'") from None
+        result.append(sorted(pairs))
+    return result
 
 
 def worker_commands(dist, script, log_dir):
@@ -116,31 +173,47 @@ def worker_commands(dist, script, log_dir):
     """
     python = [sys.executable, script]
     if dist.launcher == "msrun":
-        argv = ["msrun", f"--worker_num={dist.workers}", f"--local_worker_num={dist.workers}",
-                "--master_addr=127.0.0.1", f"--master_port={dist.master_port}", f"--log_dir={log_dir}",
+        argv = ["msrun", f"--worker_num={total_workers(dist)}", f"--local_worker_num={dist.workers}",
+                f"--master_addr={dist.master_addr}", f"--master_port={dist.master_port}",
+                f"--node_rank={dist.node_rank}", f"--log_dir={log_dir}",
                 "--join=True", script]  # msrun runs the `python` on PATH: this one, see launch()
         return [(argv, {})]
     if dist.launcher == "mpirun":
         argv = ["mpirun", "-n", str(dist.workers), "--oversubscribe", "--output-filename", str(log_dir)] + python
         return [(argv, {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})]
     table = str(Path(dist.rank_table).resolve())
+    size = str(total_workers(dist))
     return [
-        (python, {"RANK_TABLE_FILE": table, "RANK_SIZE": str(dist.workers), "RANK_ID": str(rank), "DEVICE_ID": str(device)})
-        for rank, device in read_rank_table(dist.rank_table, dist.workers)
+        (python, {"RANK_TABLE_FILE": table, "RANK_SIZE": size, "RANK_ID": str(rank), "DEVICE_ID": str(device)})
+        for rank, device in read_rank_table(dist.rank_table, dist.workers, dist.nodes, dist.node_rank)
     ]
+
+
+def scheduler_host(dist):
+    """Where the job's scheduler listens: ``distributed.master_addr`` under msrun (node 0's
+    address), this machine's loopback under mpirun (one machine)."""
+    return dist.master_addr if dist.launcher == "msrun" else SCHEDULER_HOST
 
 
 def check_port_free(port, host=SCHEDULER_HOST):
     """Refuse a scheduler port something already listens on (the workers would retry for minutes).
 
     Raises:
-        UserError: naming ``distributed.master_port`` and the port.
+        UserError: naming ``distributed.master_port`` and the port, or ``distributed.master_addr``
+        when ``host`` is not an address of this machine.
     """
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free
         try:
             probe.bind((host, port))
+        except socket.gaierror as err:
+            raise UserError(f"distributed.master_addr: cannot resolve {host} ({err.strerror})") from None
         except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                raise UserError(
+                    f"distributed.master_addr: {host} is not an address of this machine, but the scheduler runs "
+                    f"on node 0 (distributed.node_rank 0): run node 0 on the machine at {host}"
+                ) from None
             raise UserError(
                 f"distributed.master_port: {host}:{port} is already in use ({err.strerror}); "
                 f"stop what listens there or choose a free port: -S distributed.master_port=<port>"
@@ -150,8 +223,9 @@ def check_port_free(port, host=SCHEDULER_HOST):
 def launch(dist, script, log_dir, poll_s=1.0):
     """Start the workers of ``script`` with the configured launcher and wait for them.
 
-    The scheduler port is checked first (msrun, mpirun). While the job runs, a worker that
-    fails, or a scheduler that exits while workers wait for it, ends the job. However the
+    The scheduler port is checked first (msrun, mpirun; on node 0, which runs the scheduler).
+    While the job runs, a worker that fails, or a scheduler that exits while workers wait for
+    it, ends the job. However the
     job ends (success, failure, Ctrl-C, SIGTERM turned into ``KeyboardInterrupt`` by
     :func:`cli.main`), :func:`_shutdown` stops every process it started and their descendants.
 
@@ -163,8 +237,8 @@ def launch(dist, script, log_dir, poll_s=1.0):
         are the error's ``details``. Under msrun the job ends as soon as msrun reports the dead
         worker, without waiting for msrun to wind down.
     """
-    if dist.launcher in ("msrun", "mpirun"):
-        check_port_free(dist.master_port)
+    if dist.launcher in ("msrun", "mpirun") and dist.node_rank == 0:  # node 0 runs the scheduler
+        check_port_free(dist.master_port, scheduler_host(dist))
     log_dir = Path(log_dir).resolve()
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -217,7 +291,7 @@ def _wait(procs, dist, log_dir, poll_s):
             return None
         if scheduler.left_workers_waiting(family):
             log = log_dir / "scheduler.log" if (log_dir / "scheduler.log").is_file() else _failed_log(log_dir, 0)
-            where = f"{SCHEDULER_HOST}:{dist.master_port} (distributed.master_port)"
+            where = f"{scheduler_host(dist)}:{dist.master_port} (distributed.master_port)"
             return _failure(f"distributed: the scheduler on {where} exited while the workers waited for it", log)
         time.sleep(poll_s)
 
