@@ -27,7 +27,7 @@ def toy_data(n, seed):
 def settings(epochs, **kw):
     base = {"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1}
     base.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
-    base.update(device_target="CPU", distributed=SimpleNamespace(workers=1))
+    base.update(device_target="CPU", distributed=SimpleNamespace(workers=1, nodes=1))
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -120,7 +120,7 @@ def test_fingerprint_covers_the_stage_code_data_and_params(train_stage):
     assert a == training.fingerprint(settings(5), 1)  # epochs may grow
     assert a != training.fingerprint(settings(1, natt=3), 1)
     assert a != training.fingerprint(p, 2)
-    assert a != training.fingerprint(settings(1, distributed=SimpleNamespace(workers=2)), 1)
+    assert a != training.fingerprint(settings(1, distributed=SimpleNamespace(workers=2, nodes=1)), 1)
     (train_stage / "code.py").write_text("DROPOUT = 0.2\n")  # any change to the stage's code
     b = training.fingerprint(p, 1)
     assert b != a
