@@ -34,8 +34,10 @@ def repo(tmp_path_factory):
     (repo / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
     (repo / "stages").symlink_to(SRC.parent / "stages")  # the stage scripts beside the package under test
     (repo / "src").symlink_to(SRC)
-    for folder in ("data/features", "data/flash"):
+    for folder in ("data/features", "data/flash", "data/mnist"):
         (repo / folder).mkdir(parents=True)
+    provenance = {"source": "test", "full_mnist": False, "counts": {"train": 4000, "test": 1000}}
+    (repo / "data/mnist/source.json").write_text(json.dumps(provenance))  # eval reports it
     write_features(repo, 50)
     rng = np.random.default_rng(1)
     for split, n in VIDEOS.items():

@@ -29,7 +29,8 @@ def load_weights(cell, path, network="this network", fix="re-run training: dvc r
 
     Args:
         network: how the message names what ``cell`` was built from.
-        fix: the end of the message for a checkpoint that does not fit ``cell``.
+        fix: the end of the message for a checkpoint that does not fit ``cell``, or a callable
+            returning it (called only then).
 
     Raises:
         UserError: the file is missing or not a MindSpore checkpoint, lacks parameters of
@@ -43,11 +44,15 @@ def load_weights(cell, path, network="this network", fix="re-run training: dvc r
         raise UserError(f"{path}: not a readable MindSpore checkpoint; {recovery.file_hint(path)}") from err
     missing = [param.name for param in cell.get_parameters() if param.name not in saved]
     if missing:
-        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of {network}, e.g. {missing[0]}; {fix}")
+        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of {network}, e.g. {missing[0]}; {_text(fix)}")
     for param in cell.get_parameters():
         if tuple(saved[param.name].shape) != tuple(param.shape):
             raise UserError(
                 f"{path}: parameter {param.name} is {tuple(saved[param.name].shape)} in the checkpoint "
-                f"but {tuple(param.shape)} in {network}; {fix}"
+                f"but {tuple(param.shape)} in {network}; {_text(fix)}"
             )
     ms.load_param_into_net(cell, saved, strict_load=True)
+
+
+def _text(fix):
+    return fix() if callable(fix) else fix
