@@ -29,8 +29,8 @@ def _start(stage):
             except ValueError:
                 pass  # outside the repository: libraries, /proc, temporary files
 
-    sys.addaudithook(hook)
-    from attention_clusters import params
+    from attention_clusters import params  # before the hook: the audit's own import is not the stage's
+
 
     class Recording(params.SimpleNamespace):
         """A params namespace that notes each key read, with its dotted path."""
@@ -49,6 +49,7 @@ def _start(stage):
         return Recording(prefix, **{k: namespace(v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in tree.items()})
 
     params._namespace = namespace
+    sys.addaudithook(hook)
 
     def dump():
         record = {"stage": stage, "read": sorted(read), "params": sorted(keys)}
