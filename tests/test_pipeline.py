@@ -99,6 +99,11 @@ def audits(repo):
     return records
 
 
+def in_group(key, declared):
+    """Whether dotted params key ``key`` is the declared key or inside the declared group."""
+    return key == declared or key.startswith(declared + ".")
+
+
 def covered(path, declared):
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in declared)
 
@@ -129,11 +134,11 @@ def test_every_stage_declares_the_params_that_shape_its_outputs(repo):
             continue  # depends on the whole of params.yaml as a file
         declared = stages[name].get("params", [])
         used = set(record["params"]) - READ_NOT_OUTPUT.get(name, set())
-        undeclared = sorted(k for k in used if not any(k == d or k.startswith(d + ".") for d in declared))
+        undeclared = sorted(k for k in used if not any(in_group(k, d) for d in declared))
         assert not undeclared, f"{name} reads params {undeclared} that dvc.yaml does not declare"
-        unread = [d for d in declared if not any(k == d or k.startswith(d + ".") for k in used)]
+        unread = [d for d in declared if not any(in_group(k, d) for k in used)]
         assert not unread, f"{name} declares params {unread} it never reads"
-        idle = [k for k in READ_NOT_OUTPUT.get(name, ()) for d in declared if k == d or k.startswith(d + ".")]
+        idle = [k for k in READ_NOT_OUTPUT.get(name, ()) for d in declared if in_group(k, d)]
         assert not idle, f"{name} declares params {idle} that cannot change its outputs (e.g. through their group)"
 
 
