@@ -1,4 +1,4 @@
-"""Reproduce the published table as DVC experiments, then compare (README, "Sweep").
+"""Reproduce the published table as DVC experiments, then compare (docs/results.md, "Sweep").
 
     python scripts/sweep.py queue [--rows 2/8 1/32] [--epochs 30] [--set patience=10] [--run]
     python scripts/sweep.py table [--json exp_show.json]
