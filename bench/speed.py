@@ -8,8 +8,10 @@ child process, as each stage does: a process that trained one network first runs
 slower (measured: extractor training 4,490 -> 3,450 frames/s after an Attention Cluster
 natt=128 run in the same process). Per ISA, against a baseline measured in the same run:
 
-1. Attention Cluster training samples/s (batch 64) at fc=1 natt=8 and fc=2 natt=128: ours
-   (all units in one batched product) against the per-unit Python loop of the reference code.
+1. Attention Cluster training samples/s (batch 64) at fc=1 natt=1 (the default), fc=1 natt=8
+   and fc=2 natt=128: ours is the train stage's own epoch loop (``training.Trainer.train_epoch``:
+   host-side batches and dropout masks, the loss read back every step), against the per-unit
+   Python loop of the reference code on one resident batch.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
    uint8 frames a pass, the feature stage's loop): ours, under the feature stage's oneDNN cap
    (AVX2 unless the ISA setting sets one: phase convolutions where oneDNN runs AVX2, banded
@@ -18,6 +20,12 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
    bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
    (one epoch) and 3,072,000 frames extracted.
+5. A roofline line per figure of ours: training FLOPs per sample (3x the forward's multiply-adds
+   x 2, the usual forward + two backward products), bytes of Adam state touched per sample
+   (weights, gradient and two moments read, three written: 28 bytes a parameter a step, over the
+   batch), the CPU kernels one step launches and the busiest ones (MindSpore's profiler, one
+   profiled block), and the achieved FLOP rate as a fraction of this host's large-matmul rate
+   (a 1024 x 1024 x 1024 float32 MatMul in MindSpore, measured in the same run).
 
 Each rate is the median of three timed blocks of at least ``--seconds`` (default 2) each, after
 a compiling step: on a shared 2-core VM
@@ -37,13 +45,16 @@ import sys
 
 import numpy as np
 
+import roofline
 from timing import median_rate
 
 BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
-AC_CONFIGS = ((1, 8), (2, 128))
+AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
+AC_FRAMES, AC_FEATURES, AC_HIDDEN = 25, 50, 128  # L, F and the fc=2 hidden width (models.attention_cluster.HIDDEN)
+ADAM_BYTES = 28  # per parameter a step: w, g, m, v read and w, m, v written, float32
 AC_CLASSES = 1024  # Flash-MNIST labels (models.attention_cluster.NUM_CLASSES)
-FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")
+FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
 IMPLEMENTATIONS = ("ours", "baseline", "torch")
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}  # environment per setting
@@ -57,21 +68,36 @@ def host():
     return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-def train_rate(net, loss, x, y, seconds, lr=1e-3):
-    """MindSpore training samples/s of Adam steps on one batch (:func:`timing.median_rate`)."""
+def ac_work(fc, natt, steps=16):
+    """The train stage's epoch loop at batch 64: a :class:`training.Trainer` on ``steps`` batches
+    of random features; each call of the returned work trains one epoch."""
+    import tempfile
+    from types import SimpleNamespace
+
+    from attention_clusters import training
+
+    x, y = inputs(f"ac_{fc}_{natt}", BATCH * steps)
+    p = SimpleNamespace(fc=fc, natt=natt, lr=1e-3, weight_decay=0.0, batch_size=BATCH, epochs=1, seed=0)
+    p.__dict__.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
+    trainer = training.Trainer(p, x, y, x[:BATCH], y[:BATCH], tempfile.mkdtemp(), log=lambda line: None)
+    epochs = itertools.count(1)
+    return lambda: trainer.train_epoch(next(epochs)), len(x), steps
+
+
+def train_work(net, loss, x, y, lr=1e-3):
+    """Adam steps of ``net`` under ``loss`` on one resident batch, one step a call."""
     import mindspore as ms
     from mindspore import nn
 
     step = nn.TrainOneStepCell(nn.WithLossCell(net, loss), nn.Adam(net.trainable_params(), lr))
     step.set_train(True)
     xs, ys = ms.Tensor(x), ms.Tensor(y)
-    step(xs, ys)
-    return median_rate(lambda: step(xs, ys), len(x), seconds)
+    return lambda: step(xs, ys).asnumpy(), len(x), 1
 
 
-def extract_rate(extractor, videos, seconds):
-    """Frames/s of :func:`features.extract` (the feature stage's loop) over ``videos``, one
-    pass of ``EXTRACT_VIDEOS`` a call (:func:`timing.median_rate`)."""
+def extract_work(extractor, videos):
+    """:func:`features.extract` (the feature stage's loop) over ``videos``, one pass of
+    ``EXTRACT_VIDEOS`` videos a call."""
     from attention_clusters import features
 
     out = np.empty(videos.shape[:2] + (50,), np.float32)
@@ -81,49 +107,61 @@ def extract_rate(extractor, videos, seconds):
         lo = next(passes) % (len(videos) // EXTRACT_VIDEOS) * EXTRACT_VIDEOS
         features.extract(extractor, videos[lo : lo + EXTRACT_VIDEOS], out[lo : lo + EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="extract")
 
-    one_pass()
-    return median_rate(one_pass, EXTRACT_VIDEOS * videos.shape[1], seconds)
+    return one_pass, EXTRACT_VIDEOS * videos.shape[1], 1
 
 
-def inputs(figure):
+def inputs(figure, samples=BATCH):
     """The numpy inputs of one figure, the same for every implementation: (x, y) or videos."""
     rng = np.random.default_rng(0)
     if figure.startswith("ac_"):
-        return rng.standard_normal((BATCH, 25, 50)).astype(np.float32), rng.integers(0, AC_CLASSES, BATCH).astype(np.int32)
+        x = rng.standard_normal((samples, AC_FRAMES, AC_FEATURES)).astype(np.float32)
+        return x, rng.integers(0, AC_CLASSES, samples).astype(np.int32)
     if figure == "extractor_train":
         return rng.integers(0, 256, (BATCH, 28, 28), dtype=np.uint8), rng.integers(0, 11, BATCH).astype(np.int32)
     return rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
 
 
-def measure(figure, implementation, seconds):
-    """One figure of one implementation (run in a fresh child process): samples/s or frames/s."""
-    data = inputs(figure)
-    if implementation == "torch":
-        import torch_models
-
-        return torch_models.rate(figure, data, seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
+def work_of(figure, ours):
+    """``(work, items, steps)`` of one MindSpore figure: a callable doing one unit of its work,
+    the samples or frames that unit handles and the training steps (or passes) it runs."""
     from attention_clusters import onednn
 
-    if figure.startswith("extract") and implementation == "ours":
+    if figure.startswith("extract") and ours:
         onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     from mindspore import nn
 
     from attention_clusters import device
-    from attention_clusters.models.attention_cluster import AttentionCluster
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
     from baselines import LoopAttentionCluster, PlainFrameExtractor
 
     device.init("CPU", seed=0)
-    ours = implementation == "ours"
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
-        net = AttentionCluster((50,), natt=natt, fc=fc) if ours else LoopAttentionCluster(50, natt, fc)
+        if ours:
+            return ac_work(fc, natt)
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        return train_rate(net, ce, *data, seconds)
+        return train_work(LoopAttentionCluster(AC_FEATURES, natt, fc), ce, *inputs(figure))
     extractor = FrameExtractor() if ours else PlainFrameExtractor()
     if figure == "extractor_train":
-        return train_rate(NoisyMnistClassifier(extractor), nn.NLLLoss(), *data, seconds)
-    return extract_rate(extractor, data, seconds)
+        return train_work(NoisyMnistClassifier(extractor), nn.NLLLoss(), *inputs(figure))
+    return extract_work(extractor, inputs(figure))
+
+
+def measure(figure, implementation, seconds):
+    """One figure of one implementation (run in a fresh child process): samples/s or frames/s;
+    for implementation ``profile``, ours under MindSpore's profiler (:func:`roofline.kernels`);
+    for figure ``matmul``, this host's large-matmul FLOP/s (:func:`roofline.matmul_rate`)."""
+    if figure == "matmul":
+        return roofline.matmul_rate(seconds)
+    if implementation == "torch":
+        import torch_models
+
+        return torch_models.rate(figure, inputs(figure), seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
+    work, items, steps = work_of(figure, implementation != "baseline")
+    work()  # compiles
+    if implementation == "profile":
+        return roofline.kernels(work, steps)
+    return median_rate(work, items, seconds)
 
 
 def run_child(isa, figure, implementation, seconds):
@@ -186,6 +224,10 @@ def main():
         print(table(rates).to_string())
         seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]
         print(f"feature stage at full MNIST size (extractor training + extraction): about {seconds / 60:.1f} minutes")
+        roof = run_child(isa, "matmul", "ours", args.seconds)
+        print(f"\nroofline (large-matmul rate {roof / 1e9:.0f} GFLOP/s; batch {BATCH}):")
+        for figure in FIGURES[:-1]:  # the training figures
+            print(roofline.line(figure, rates[figure], run_child(isa, figure, "profile", args.seconds), roof, BATCH))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, inputs, mnist, params, paths, plots, storage, training
+from attention_clusters import batching, cli, device, evaluation, inputs, mnist, params, paths, plots, splits, storage, trained_model
 from attention_clusters.models.attention_cluster import AttentionWeights
 
 SHOWN = 4  # test videos in the attention picture
@@ -11,9 +11,9 @@ SHOWN = 4  # test videos in the attention picture
 def run():
     p = params.load()
     device.init(p.device_target)
-    net, config = training.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
-    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"), sum(config["feature_dims"]))
-    logits = batching.predict(net, test_x, training.EVAL_BATCH)
+    net, config = trained_model.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
+    test_x, test_y = splits.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"), sum(config["feature_dims"]))
+    logits = batching.predict(net, test_x, trained_model.EVAL_BATCH)
     provenance = mnist.read_provenance(paths.SOURCE_JSON)
     top1 = evaluation.accuracy(logits, test_y, 1)
     report = {

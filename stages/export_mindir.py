@@ -2,15 +2,15 @@
 
 import numpy as np
 
-from attention_clusters import cli, device, export, params, paths, storage, training
+from attention_clusters import cli, device, export, params, paths, splits, storage, trained_model
 
 
 def run():
     p = params.load()
     device.init("CPU")
-    net, config = training.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
+    net, config = trained_model.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
     test_x = storage.load_npy(paths.feature_file("test"), mmap=True, ndim=3)
-    training.check_width(test_x, paths.feature_file("test"), sum(config["feature_dims"]))
+    splits.check_width(test_x, paths.feature_file("test"), sum(config["feature_dims"]))
     length, feature_dim = test_x.shape[1:]
     batch = np.zeros((p.export.batch_size, length, feature_dim), np.float32)
     shown = min(len(test_x), p.export.batch_size)

@@ -4,13 +4,13 @@ postprocess) through MindSpore (MINDIR, on infer.device) or ONNX Runtime (infer.
 import numpy as np
 from tqdm import tqdm
 
-from attention_clusters import cli, device, errors, export, inference, params, paths, storage, training
+from attention_clusters import cli, device, errors, export, inference, params, paths, splits, storage
 from attention_clusters.models.attention_cluster import NUM_CLASSES
 
 
 def run():
     p = params.load()
-    test_x, test_y = training.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
+    test_x, test_y = splits.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
     eval_predictions = storage.load_npy(paths.PREDICTIONS, ndim=1)
     if len(eval_predictions) != len(test_y):
         raise errors.UserError(f"{paths.PREDICTIONS}: {len(eval_predictions)} predictions for {len(test_y)} test videos; run dvc repro eval")

@@ -6,23 +6,23 @@ With ``distributed.launcher`` set, this script starts its own workers through th
 
 import contextlib
 
-from attention_clusters import cli, device, distributed, params, paths, storage, training
+from attention_clusters import cli, device, distributed, params, paths, resume, splits, storage, trained_model, training
 from attention_clusters.live_log import LiveLog
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
 def train(p, rank, world_size):
-    train_x, train_y = training.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"), FEATURE_DIM)
-    val_x, val_y = training.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"), FEATURE_DIM)
-    fp = training.fingerprint(p, world_size)
-    state = training.load_state(paths.TRAIN_STATE, fp, p.epochs)
+    train_x, train_y = splits.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"), FEATURE_DIM)
+    val_x, val_y = splits.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"), FEATURE_DIM)
+    fp = resume.fingerprint(p, world_size)
+    state = resume.load_state(paths.TRAIN_STATE, fp, p.epochs)
     with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
         log = print if rank == 0 else (lambda line: None)
         trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
         state = trainer.fit(state)
         if rank == 0:
             live.commit()  # complete outputs also when no epoch was left to run
-            training.publish(paths.TRAIN_STATE, paths.MODEL, training.model_config(p, (train_x.shape[2],)), state)
+            trained_model.publish(paths.TRAIN_STATE, paths.MODEL, trained_model.model_config(p, (train_x.shape[2],)), state)
 
 
 def run():

@@ -36,9 +36,9 @@ def memmap(path):
 
 
 def checkpoint(path):
-    from attention_clusters import checkpoints, training
+    from attention_clusters import checkpoints, trained_model
 
-    checkpoints.save_checkpoint(training.build_model(1, 64), path)  # 64 x 50 x 1024 float32: 13 MB
+    checkpoints.save_checkpoint(trained_model.build_model(1, 64), path)  # 64 x 50 x 1024 float32: 13 MB
 
 
 if mode == "prepare":

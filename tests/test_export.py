@@ -4,7 +4,7 @@ import mindspore as ms
 import numpy as np
 import pytest
 
-from attention_clusters import checkpoints, device, export, inference, training
+from attention_clusters import checkpoints, device, export, inference, trained_model
 from attention_clusters.errors import UserError
 from attention_clusters.storage import write_json
 
@@ -14,7 +14,7 @@ device.init("CPU", seed=0)
 @pytest.fixture(params=[(1, 4), (2, 8)], ids=["fc1-natt4", "fc2-natt8"])
 def checkpoint(request, tmp_path):
     fc, natt = request.param
-    net = training.build_model(fc, natt)
+    net = trained_model.build_model(fc, natt)
     path = tmp_path / "attention_cluster.ckpt"
     checkpoints.save_checkpoint(net, path)
     write_json(path.with_suffix(".json"), {"fc": fc, "natt": natt, "feature_dims": [50], "num_classes": 1024})
@@ -22,7 +22,7 @@ def checkpoint(request, tmp_path):
 
 
 def test_exports_match_checkpoint(checkpoint):
-    net, config = training.load_model(checkpoint)
+    net, config = trained_model.load_model(checkpoint)
     net.set_train(False)
     x = np.random.default_rng(1).standard_normal((16, 25, 50)).astype(np.float32)
     expected = net(ms.Tensor(x)).asnumpy()
@@ -39,7 +39,7 @@ def test_exports_match_checkpoint(checkpoint):
 def test_onnx_uses_no_mindspore_at_run_time(checkpoint):
     import onnx
 
-    net, _ = training.load_model(checkpoint)
+    net, _ = trained_model.load_model(checkpoint)
     path = checkpoint.with_suffix(".onnx")
     export.export(net, 4, 25, 50, path, "ONNX")
     model = onnx.load(str(path))
@@ -49,13 +49,13 @@ def test_onnx_uses_no_mindspore_at_run_time(checkpoint):
 
 
 def test_load_model_refuses_a_different_shape(checkpoint):
-    _, config = training.load_model(checkpoint)
+    _, config = trained_model.load_model(checkpoint)
     with pytest.raises(UserError, match=f"trained with natt={config['natt']}"):
-        training.load_model(checkpoint, expect={"natt": config["natt"] + 1})
+        trained_model.load_model(checkpoint, expect={"natt": config["natt"] + 1})
 
 
 def test_310_flow_counts_every_sample(checkpoint, tmp_path):
-    net, _ = training.load_model(checkpoint)
+    net, _ = trained_model.load_model(checkpoint)
     net.set_train(False)
     rng = np.random.default_rng(2)
     features = rng.standard_normal((37, 25, 50)).astype(np.float32)
@@ -73,7 +73,7 @@ def test_310_flow_counts_every_sample(checkpoint, tmp_path):
 
 @pytest.mark.parametrize("file_format", export.FORMATS)
 def test_runners_split_and_pad_any_batch_to_the_exported_one(checkpoint, file_format):
-    net, _ = training.load_model(checkpoint)
+    net, _ = trained_model.load_model(checkpoint)
     net.set_train(False)
     path = checkpoint.with_suffix(export.FORMATS[file_format])
     export.export(net, 16, 25, 50, path, file_format)

@@ -88,13 +88,13 @@ EAGER = """
 import json, sys
 import mindspore as ms
 import numpy as np
-from attention_clusters import checkpoints, training
+from attention_clusters import checkpoints, trained_model
 ms.set_device("CPU")  # PyNative: MindSpore's default mode, as in a notebook
 ms.set_seed(0)
-checkpoints.save_checkpoint(training.build_model(2, 4), sys.argv[1])
+checkpoints.save_checkpoint(trained_model.build_model(2, 4), sys.argv[1])
 config = {"fc": 2, "natt": 4, "feature_dims": [50], "num_classes": 1024}
 open(sys.argv[1][:-5] + ".json", "w").write(json.dumps(config))
-net, _ = training.load_model(sys.argv[1])
+net, _ = trained_model.load_model(sys.argv[1])
 net.set_train(False)
 x = ms.Tensor(np.random.default_rng(0).standard_normal((3, 25, 50)).astype(np.float32))
 eager = net(x).asnumpy()

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from mindspore import nn
 
-from attention_clusters import checkpoints, device, training
+from attention_clusters import checkpoints, device, resume, train_step
 from attention_clusters.errors import UserError
 from test_training import fit, settings, train_stage  # noqa: F401 (fixture)
 
@@ -56,7 +56,7 @@ def reference(lrs, weight_decay, decoupled, w=W0, beta1=0.9, beta2=0.999, eps=1e
 
 
 def run_steps(p, steps, steps_per_epoch=2, cell=None):
-    cell = cell or training.build_train_step(LinearLoss(), p, steps_per_epoch)
+    cell = cell or train_step.build_train_step(LinearLoss(), p, steps_per_epoch)
     seen = []
     for x in INPUTS[steps]:
         cell(ms.Tensor(x))
@@ -77,7 +77,7 @@ def test_first_step_by_hand():
 @pytest.mark.parametrize("schedule, warmup", [("constant", 0), ("constant", 1), ("cosine", 1)])
 def test_updates_match_numpy(optimizer, schedule, warmup):
     p = options(optimizer=optimizer, lr_schedule=schedule, warmup_epochs=warmup)
-    lrs = training.lr_values(p, 2)
+    lrs = train_step.lr_values(p, 2)
     lrs = [p.lr] * 6 if lrs is None else lrs
     _, seen = run_steps(p, slice(0, 6))
     np.testing.assert_allclose(seen, reference(lrs, 0.1, optimizer == "adamw"), rtol=1e-5, atol=1e-6)
@@ -97,7 +97,7 @@ def test_resumed_adamw_schedule_continues_where_it_stopped(tmp_path):
     p = options(optimizer="adamw", lr_schedule="cosine", warmup_epochs=1)
     first, _ = run_steps(p, slice(0, 3))
     checkpoints.save_checkpoint(first, tmp_path / "step.ckpt")
-    again = training.build_train_step(LinearLoss(), p, 2)
+    again = train_step.build_train_step(LinearLoss(), p, 2)
     checkpoints.load_weights(again, tmp_path / "step.ckpt")
     _, resumed = run_steps(p, slice(3, 6), cell=again)
     _, straight = run_steps(p, slice(0, 6))
@@ -112,7 +112,7 @@ def test_summed_loss_weakens_l2_by_the_batch_size():
     def train(reduction, weight_decay):
         net = nn.Dense(4, 3, weight_init="ones", bias_init="zeros")
         loss = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction=reduction)
-        step = training.build_train_step(nn.WithLossCell(net, loss), options(weight_decay=weight_decay), 1)
+        step = train_step.build_train_step(nn.WithLossCell(net, loss), options(weight_decay=weight_decay), 1)
         for _ in range(5):
             step(x, y)
         return net.weight.asnumpy()
@@ -123,16 +123,16 @@ def test_summed_loss_weakens_l2_by_the_batch_size():
 
 
 def test_lr_values_by_hand():
-    assert training.lr_values(options(), 3) is None  # the ModelZoo's constant lr
-    warm = training.lr_values(options(lr=0.6, warmup_epochs=1, epochs=2), 3)
+    assert train_step.lr_values(options(), 3) is None  # the ModelZoo's constant lr
+    warm = train_step.lr_values(options(lr=0.6, warmup_epochs=1, epochs=2), 3)
     np.testing.assert_allclose(warm, [0.2, 0.4, 0.6, 0.6, 0.6, 0.6], rtol=1e-6)
     # T = 8 steps, W = 2: warm-up 1/2, 1; then (1 + cos(pi k / 6)) / 2 for k = 0..5
-    cosine = training.lr_values(options(lr=1.0, lr_schedule="cosine", warmup_epochs=1, epochs=4), 2)
+    cosine = train_step.lr_values(options(lr=1.0, lr_schedule="cosine", warmup_epochs=1, epochs=4), 2)
     np.testing.assert_allclose(cosine, [0.5, 1.0, 1.0, 0.9330127, 0.75, 0.5, 0.25, 0.0669873], rtol=1e-6)
-    plain = training.lr_values(options(lr=1.0, lr_schedule="cosine", epochs=2), 2)
+    plain = train_step.lr_values(options(lr=1.0, lr_schedule="cosine", epochs=2), 2)
     np.testing.assert_allclose(plain, [1.0, 0.8535534, 0.5, 0.1464466], rtol=1e-6)
     with pytest.raises(UserError, match=r"warmup_epochs \(4\) must be smaller than epochs \(4\)"):
-        training.lr_values(options(warmup_epochs=4, epochs=4), 2)
+        train_step.lr_values(options(warmup_epochs=4, epochs=4), 2)
 
 
 def test_logged_loss_is_per_sample_either_way(tmp_path):
@@ -151,9 +151,9 @@ def test_patience_stops_when_validation_stalls(tmp_path):
 
 
 def test_schedule_settings_are_in_the_fingerprint(train_stage):
-    base = training.fingerprint(settings(5), 1)
+    base = resume.fingerprint(settings(5), 1)
     for change in ({"loss_reduction": "mean"}, {"optimizer": "adamw"}, {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"patience": 3}):
-        assert training.fingerprint(settings(5, **change), 1) != base, change
-    assert training.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
-    cosine = training.fingerprint(settings(5, lr_schedule="cosine"), 1)
-    assert training.fingerprint(settings(9, lr_schedule="cosine"), 1) != cosine
+        assert resume.fingerprint(settings(5, **change), 1) != base, change
+    assert resume.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
+    cosine = resume.fingerprint(settings(5, lr_schedule="cosine"), 1)
+    assert resume.fingerprint(settings(9, lr_schedule="cosine"), 1) != cosine

@@ -39,7 +39,7 @@ READ_NOT_OUTPUT = {
 
 # files a stage reads that are not inputs of its outputs: the repository's git and DVC metadata
 # (DVCLive names the experiment from it) and the train stage's own resumable state, which it
-# reuses only for the same inputs (training.fingerprint)
+# reuses only for the same inputs (resume.fingerprint)
 NOT_INPUTS = [".git", ".dvc", ".gitignore", ".dvcignore", "models/train_state"]
 
 

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import attention_clusters
-from attention_clusters import batching, device, features, plots, predict, storage, training
+from attention_clusters import batching, checkpoints, device, features, plots, predict, storage, trained_model
 from attention_clusters.errors import UserError
 from attention_clusters.models.attention_cluster import AttentionWeights
 
@@ -44,9 +44,9 @@ def model(tmp_path_factory):
     rng = np.random.default_rng(5)
     frames, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 11, 64).astype(np.uint8)
     extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0)
-    training.save_checkpoint(extractor, paths["extractor"])
-    net = training.build_model(2, 3)
-    training.save_checkpoint(net, paths["model"])
+    checkpoints.save_checkpoint(extractor, paths["extractor"])
+    net = trained_model.build_model(2, 3)
+    checkpoints.save_checkpoint(net, paths["model"])
     config = {"fc": 2, "natt": 3, "feature_dims": [50], "num_classes": 1024}
     storage.write_json(folder / "attention_cluster.json", config)
     return dict(paths, networks=(extractor, net))
@@ -70,7 +70,7 @@ def direct(model, video):
     extractor, net = model["networks"]
     feats = np.empty((1, 25, 50), np.float32)
     features.extract(extractor, video[None], feats, 64)
-    return batching.predict(net, feats, training.EVAL_BATCH), batching.predict(AttentionWeights(net), feats, 4)
+    return batching.predict(net, feats, trained_model.EVAL_BATCH), batching.predict(AttentionWeights(net), feats, 4)
 
 
 def run_predict(model, video_path, *extra):

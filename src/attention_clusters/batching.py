@@ -8,22 +8,25 @@ def _tensor(array):
     return ms.Tensor(np.ascontiguousarray(array))
 
 
-def run_epoch(train_step, inputs, labels, batch_size, order, progress=None):
+def run_epoch(train_step, inputs, labels, batch_size, order, progress=None, extra=tuple):
     """One pass of ``train_step`` over the samples in ``order``; returns the mean loss (float).
 
     Args:
-        train_step: a ``nn.TrainOneStepCell`` (or any Cell) taking ``(x, y)`` and returning the
-            loss.
+        train_step: a ``nn.TrainOneStepCell`` (or any Cell) taking ``(x, y, *extra())`` and
+            returning the loss.
         inputs: array (N, ...); labels: int array (N,).
         order: int (M,) sample indices in the order to visit. Only full batches are run (the
             last M mod batch_size samples are skipped; with a fresh shuffle each epoch every
             sample is still seen), so the graph compiles for one shape.
         progress: optional callable taking the number of samples just done.
+        extra: callable returning the step's further inputs as a tuple of numpy arrays (e.g.
+            its dropout mask), called once per step in order.
     """
     losses = []
     for lo in range(0, len(order) - batch_size + 1, batch_size):
         idx = np.sort(order[lo : lo + batch_size])  # sorted reads are faster on memory maps
-        losses.append(float(train_step(_tensor(inputs[idx]), _tensor(labels[idx].astype(np.int32))).asnumpy()))
+        more = (_tensor(a) for a in extra())
+        losses.append(float(train_step(_tensor(inputs[idx]), _tensor(labels[idx].astype(np.int32)), *more).asnumpy()))
         if progress is not None:
             progress(batch_size)
     return float(np.mean(losses)) if losses else float("nan")

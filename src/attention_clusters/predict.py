@@ -22,7 +22,7 @@ onednn.cap_for_convolutions()  # as the feature stage: the same extractor kernel
 import numpy as np  # noqa: E402
 from PIL import Image, ImageSequence, UnidentifiedImageError  # noqa: E402
 
-from . import batching, cli, device, plots, training  # noqa: E402
+from . import batching, checkpoints, cli, device, plots, trained_model  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .models.attention_cluster import AttentionWeights  # noqa: E402
 from .models.extractor import FEATURE_DIM, FRAME_SIDE, FrameExtractor, NoisyMnistClassifier  # noqa: E402
@@ -188,7 +188,7 @@ def load_networks(extractor_path=REPO / EXTRACTOR, model_path=REPO / MODEL):
             raise UserError(f"{path}: model not found; train it (dvc repro {stage}) or give its path")
     device.init("CPU")
     extractor = load_extractor(extractor_path)
-    net, config = training.load_model(model_path)
+    net, config = trained_model.load_model(model_path)
     if list(config["feature_dims"]) != [FEATURE_DIM]:
         raise UserError(f"{model_path}: takes feature streams {config['feature_dims']}, expected one of the "
                         f"extractor's {FEATURE_DIM}-d features")
@@ -206,7 +206,7 @@ def load_extractor(path):
     """
     extractor = FrameExtractor()
     NoisyMnistClassifier(extractor)  # gives the parameters the names the stage saved
-    training.load_weights(extractor, path)
+    checkpoints.load_weights(extractor, path)
     extractor.set_train(False)
     return extractor
 
@@ -215,7 +215,7 @@ def classify(extractor, net, video, batch_videos=BATCH_VIDEOS):
     """Run the networks on one video, as the feature and eval stages do (the same numbers).
 
     The video is padded to the stages' batches (``batch_videos`` videos through the extractor,
-    :data:`training.EVAL_BATCH` through the Attention Cluster): MindSpore's CPU kernels round
+    :data:`trained_model.EVAL_BATCH` through the Attention Cluster): MindSpore's CPU kernels round
     float32 differently for other batch sizes.
 
     Args:
@@ -227,8 +227,8 @@ def classify(extractor, net, video, batch_videos=BATCH_VIDEOS):
         (1024,), ``weights`` float32 (C, 25) attention weights of the first stream.
     """
     feats = batching.predict(extractor, video, batch_videos * FRAMES)[None]  # (1, 25, 50), as features.extract
-    logits = batching.predict(net, feats, training.EVAL_BATCH)[0]
-    weights = batching.predict(AttentionWeights(net), feats, training.EVAL_BATCH)[0]
+    logits = batching.predict(net, feats, trained_model.EVAL_BATCH)[0]
+    weights = batching.predict(AttentionWeights(net), feats, trained_model.EVAL_BATCH)[0]
     return {"logits": logits, "probabilities": softmax(logits), "weights": weights}
 
 

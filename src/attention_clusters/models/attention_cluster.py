@@ -6,7 +6,12 @@ For input x of shape (N, L, F) and C = natt units, all units at once:
     v = a x,                                (N, C, F)  one batched matmul
     o_k = w_k v_k + b_k;  o_k = o_k / ||o_k||_2 / sqrt(C)   (shifting operation)
 Each feature stream has its own cluster; the (N, C*F_s) outputs of the streams are concatenated,
-then dropout 0.5 and a dense layer to the classes.
+then dropout 0.5 (in training) and a dense layer to the classes.
+
+The network draws no random numbers: in training the dropout mask is an input (see
+``train_step.MaskedCrossEntropy``), so a step's masks depend only on what the caller derives
+them from, and eval, export and inference run :meth:`AttentionCluster.construct`, which has no
+dropout.
 """
 
 import math
@@ -15,7 +20,6 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common.initializer import Normal
 
-from .dropout import SeededDropout
 from .init import uniform_dense
 
 NUM_CLASSES = 1024
@@ -66,21 +70,32 @@ class AttentionCluster(nn.Cell):
     Args:
         feature_dims: F of each stream, e.g. ``(50,)``.
         natt: attention units per cluster. fc: 1 or 2. num_classes: 1,024 for Flash-MNIST.
-        dropout: dropout probability before the classifier (0.5 in the paper).
+        dropout: dropout probability before the classifier in training (0.5 in the paper); the
+            training loss applies it through a mask it is given (:attr:`width` values a sample).
 
-    Input: one float32 (N, L, F_s) tensor per stream; output float32 (N, num_classes) logits.
+    Input: one float32 (N, L, F_s) tensor per stream; output float32 (N, num_classes) logits
+    (no dropout: the network as evaluated).
+
+    Raises:
+        ValueError: fc, natt or dropout out of range.
     """
 
     def __init__(self, feature_dims=(50,), natt=1, fc=1, num_classes=NUM_CLASSES, dropout=0.5):
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"AttentionCluster needs a dropout probability in [0, 1), got {dropout!r}")
         self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc) for dim in feature_dims])
-        self.dropout = SeededDropout(dropout)
-        self.classifier = uniform_dense(natt * sum(feature_dims), num_classes)
+        self.dropout = float(dropout)
+        self.width = natt * sum(feature_dims)  # C * sum(F_s): values per sample the dropout masks
+        self.classifier = uniform_dense(self.width, num_classes)
+
+    def pool(self, *streams):
+        """The clusters' outputs, concatenated: float32 (N, C * sum(F_s)), the dropout's input."""
+        pooled = [cluster(x) for cluster, x in zip(self.clusters, streams)]
+        return pooled[0] if len(pooled) == 1 else ops.concat(pooled, axis=-1)
 
     def construct(self, *streams):
-        pooled = [cluster(x) for cluster, x in zip(self.clusters, streams)]
-        out = pooled[0] if len(pooled) == 1 else ops.concat(pooled, axis=-1)
-        return self.classifier(self.dropout(out))
+        return self.classifier(self.pool(*streams))
 
 
 class AttentionWeights(nn.Cell):

@@ -1,12 +1,9 @@
 """Dropout whose masks are the same on every run for a given seed, on any number of threads."""
 
-import itertools
-
 import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-_instances = itertools.count(1)  # second seed of each layer built in this process
 DRAW_BITS = 16  # random bits taken from each UniformInt draw
 
 
@@ -36,12 +33,14 @@ class SeededDropout(nn.Cell):
     ``frac(k * 2**(i*b - 16))`` (exact in float32), keeps its element when its top b bits are
     >= p * 2**b: exactly Bernoulli(1 - p) for p a multiple of 2**-b. For p = 0.5 one draw serves
     16 elements: the random kernels all run near 40 M numbers/s on CPU, and float arithmetic is
-    used because MindSpore's integer shift and and kernels are slower still. The first seed is
-    the global one (``mindspore.set_seed``, as ``device.init`` sets it), the second numbers the
-    layers.
+    used because MindSpore's integer shift and and kernels are slower still. The kernel's first
+    seed is the global one (``mindspore.set_seed``, as ``device.init`` sets it), its second the
+    layer's ``stream``, so each layer of a network draws its own masks, the same in every
+    process whatever else it built before.
 
     Args:
         p: drop probability in [0, 1).
+        stream: the layer's seed within its network (an int >= 1, distinct per layer).
         per_channel: drop whole channels: for x of shape (N, pixels, C) the mask is (N, 1, C)
             (the channel dropout of SPEC 5); otherwise one draw per element.
 
@@ -49,13 +48,13 @@ class SeededDropout(nn.Cell):
         ValueError: p outside [0, 1) or within 2**-17 of 1 (:func:`mask_bits`).
     """
 
-    def __init__(self, p=0.5, per_channel=False):
+    def __init__(self, p, stream, per_channel=False):
         super().__init__()
         bits = mask_bits(p)
         self.per_channel, self.bits = per_channel, bits
         self.threshold = round(float(p) * 2**bits)  # p in units of 2**-bits; 0: no dropout
         self.scale = 2**bits / (2**bits - self.threshold)  # 1 / P(keep), exact for the rounded p
-        self.uniform = ops.UniformInt(seed=ms.get_seed() or 0, seed2=next(_instances))
+        self.uniform = ops.UniformInt(seed=ms.get_seed() or 0, seed2=stream)
         self.scales = ms.Tensor(2.0 ** np.arange(-DRAW_BITS, 0, bits, dtype=np.float32))  # (16 / b,) field i: 2**(i*b - 16)
         self.low, self.high = ms.Tensor(0, ms.int32), ms.Tensor(2**DRAW_BITS, ms.int32)
 

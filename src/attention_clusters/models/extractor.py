@@ -215,8 +215,8 @@ class FrameExtractor(nn.Cell):
         self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10, input_grad=False)  # frames need no gradient
         self.conv2 = ConvMaxPool((FRAME_SIDE - KERNEL + 1) // 2, 10, 20)
         self.fc1 = uniform_dense(320, FEATURE_DIM)
-        self.dropout = SeededDropout(dropout)
-        self.channel_dropout = SeededDropout(dropout, per_channel=True)
+        self.dropout = SeededDropout(dropout, stream=1)
+        self.channel_dropout = SeededDropout(dropout, stream=2, per_channel=True)
         self.relu = nn.ReLU()
         self.log_softmax = nn.LogSoftmax(axis=-1)
         self.phase_convolutions = phase_convolutions_fast() if phase_convolutions is None else phase_convolutions
