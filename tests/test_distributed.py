@@ -177,23 +177,74 @@ def test_msrun_and_mpirun_commands(tmp_path):
 
 
 LAUNCHERS = ["msrun"] + (["mpirun"] if shutil.which("mpirun") else [])
+NODE_DRIVER = str(ROOT / "tests" / "node_driver.py")  # one node of a multi-node job
+
+
+@pytest.fixture(scope="module")
+def one_node_job(tmp_path_factory):
+    """``job(launcher)``: the TEST_OUT folder of dist_worker.py's job with two workers on one
+    node under that launcher, run on the first call of the module and reused after."""
+    outs = {}
+
+    def job(launcher):
+        if launcher not in outs:
+            out = tmp_path_factory.mktemp(f"one_node_{launcher}")
+            with pytest.MonkeyPatch.context() as env:
+                env.setenv("TEST_OUT", str(out))
+                env.setenv("TEST_PORT", "8131")
+                distributed.launch(settings(launcher=launcher, master_port=8131), WORKER, out / "logs")
+            outs[launcher] = out
+        return outs[launcher]
+
+    return job
+
+
+def last_checkpoint(out):
+    """Path of the last checkpoint that rank 0 wrote into ``out``/state."""
+    saved = json.loads((out / "state" / "state.json").read_text())
+    return out / "state" / saved["last"]
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_two_workers_end_identical_and_learn(tmp_path, monkeypatch, launcher):
-    monkeypatch.setenv("TEST_OUT", str(tmp_path))
-    monkeypatch.setenv("TEST_PORT", "8131")
-    distributed.launch(settings(launcher=launcher, master_port=8131), WORKER, tmp_path / "logs")
-    ranks = [np.load(tmp_path / f"rank{r}.npz") for r in (0, 1)]
+def test_two_workers_end_identical_and_learn(one_node_job, launcher):
+    out = one_node_job(launcher)
+    ranks = [np.load(out / f"rank{r}.npz") for r in (0, 1)]
     assert sorted(ranks[0].files) == sorted(ranks[1].files) and len(ranks[0].files) >= 6
     for name in ranks[0].files:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
     for r in (0, 1):
-        info = json.loads((tmp_path / f"rank{r}.json").read_text())
+        info = json.loads((out / f"rank{r}.json").read_text())
         assert info["world_size"] == 2
         assert info["losses"][-1] < info["losses"][0] - 0.05
-    saved = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert (tmp_path / "state" / saved["last"]).is_file()  # rank 0 wrote the state
+    assert last_checkpoint(out).is_file()  # rank 0 wrote the state
+
+
+def test_two_nodes_on_one_machine_end_as_one_node_with_two_workers(tmp_path, one_node_job):
+    # Two msrun launches started together, one worker each, as two machines would run them.
+    # check_settings refuses a loopback master_addr for several nodes (another machine could not
+    # reach it); launch() itself takes any address of node 0's machine, and loopback needs no network.
+    env = dict(os.environ, PYTHONPATH=SRC, TEST_OUT=str(tmp_path), TEST_PORT="8136")
+    nodes = []
+    for node in (0, 1):
+        dist = settings(workers=1, nodes=2, node_rank=node, master_port=8136)
+        argv = [sys.executable, NODE_DRIVER, json.dumps(vars(dist)), WORKER, str(tmp_path / f"logs{node}")]
+        nodes.append(subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    try:
+        outputs = [proc.communicate(timeout=300)[0] for proc in nodes]
+    finally:
+        for proc in nodes:  # on a timeout: SIGTERM, which makes each driver stop its workers
+            proc.terminate()
+            proc.wait(timeout=60)
+    assert [proc.returncode for proc in nodes] == [0, 0], outputs
+    one_node = one_node_job("msrun")
+    assert last_checkpoint(tmp_path).read_bytes() == last_checkpoint(one_node).read_bytes()
+    reference = np.load(one_node / "rank0.npz")
+    for r in (0, 1):  # rank r ran on node r
+        assert json.loads((tmp_path / f"rank{r}.json").read_text())["world_size"] == 2
+        weights = np.load(tmp_path / f"rank{r}.npz")
+        assert sorted(weights.files) == sorted(reference.files)
+        for name in reference.files:
+            np.testing.assert_array_equal(weights[name], reference[name])
 
 
 @pytest.mark.parametrize("launcher", LAUNCHERS)

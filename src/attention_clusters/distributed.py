@@ -13,6 +13,10 @@ The launcher owns every process it starts, including workers that leave its sess
 starts each worker with ``setsid``): it becomes their subreaper, and one shutdown path
 (:func:`_shutdown`) stops them all when the job ends, fails or is interrupted (Ctrl-C or
 SIGTERM), so no worker outlives the stage.
+
+Several nodes may share one machine. msrun starts a scheduler on every node whose machine has
+the address ``master_addr``, so each node on node 0's machine gets one; all but node 0's end at
+once (:func:`init_worker`), leaving node 0's as the job's only scheduler.
 """
 
 import contextlib
@@ -34,6 +38,7 @@ import psutil
 from .errors import UserError
 
 WORKER_ENV = "ATTENTION_CLUSTERS_WORKER"  # set in every worker's environment by the launcher
+NODE_RANK_ENV = "ATTENTION_CLUSTERS_NODE_RANK"  # distributed.node_rank, for msrun's processes
 LAUNCHERS = ("none", "msrun", "mpirun", "rank_table")
 SCHEDULER_HOST = "127.0.0.1"
 STOP_GRACE_S = 20  # seconds a stopped process gets to exit before SIGKILL
@@ -167,9 +172,9 @@ def _rank_table_servers(table, where, nodes):
 def worker_commands(dist, script, log_dir):
     """The processes a launcher starts: list of ``(argv, extra_env)``.
 
-    msrun and mpirun are one process each (they spawn the workers); rank_table is one process
-    per device with RANK_TABLE_FILE, RANK_SIZE, RANK_ID and DEVICE_ID set, as the ModelZoo
-    scripts do.
+    msrun and mpirun are one process each (they spawn the workers); msrun's gets this node's
+    rank in :data:`NODE_RANK_ENV`. rank_table is one process per device with RANK_TABLE_FILE,
+    RANK_SIZE, RANK_ID and DEVICE_ID set, as the ModelZoo scripts do.
     """
     python = [sys.executable, script]
     if dist.launcher == "msrun":
@@ -177,7 +182,7 @@ def worker_commands(dist, script, log_dir):
                 f"--master_addr={dist.master_addr}", f"--master_port={dist.master_port}",
                 f"--node_rank={dist.node_rank}", f"--log_dir={log_dir}",
                 "--join=True", script]  # msrun runs the `python` on PATH: this one, see launch()
-        return [(argv, {})]
+        return [(argv, {NODE_RANK_ENV: str(dist.node_rank)})]
     if dist.launcher == "mpirun":
         argv = ["mpirun", "-n", str(dist.workers), "--oversubscribe", "--output-filename", str(log_dir)] + python
         return [(argv, {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"})]
@@ -289,7 +294,8 @@ def _wait(procs, dist, log_dir, poll_s):
         if all(code == 0 for code in codes):
             follow.echo()
             return None
-        if scheduler.left_workers_waiting(family):
+        # only node 0's scheduler is the job's: one on another node (sharing its machine) ends at once
+        if dist.node_rank == 0 and scheduler.left_workers_waiting(family):
             log = log_dir / "scheduler.log" if (log_dir / "scheduler.log").is_file() else _failed_log(log_dir, 0)
             where = f"{scheduler_host(dist)}:{dist.master_port} (distributed.master_port)"
             return _failure(f"distributed: the scheduler on {where} exited while the workers waited for it", log)
@@ -516,9 +522,17 @@ def init_worker(device_target="CPU", master_port=8118):
 
     Call after :func:`device.init`. Returns ``(rank, world_size)``; ``(0, 1)`` outside a
     launched worker.
+
+    msrun also runs the script as the scheduler (``MS_ROLE=MS_SCHED``), where this call serves
+    the cluster until the job ends. msrun starts a scheduler wherever ``master_addr`` is an
+    address of the machine, so a node other than 0 on node 0's machine gets one too; that one
+    exits here with status 0 (raises ``SystemExit(0)``). Otherwise two schedulers would race
+    for the port and msrun would fail the node whose scheduler lost.
     """
     if not is_worker():
         return 0, 1
+    if os.environ.get("MS_ROLE") == "MS_SCHED" and os.environ.get(NODE_RANK_ENV, "0") != "0":
+        raise SystemExit(0)
     import mindspore as ms
     from mindspore.communication import get_group_size, get_rank, init
 
