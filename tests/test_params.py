@@ -82,6 +82,17 @@ def test_unknown_and_missing_keys_are_named():
         params.validate(tree)
 
 
+def test_a_misspelt_key_is_named_before_the_key_it_replaces():
+    tree = copy.deepcopy(DEFAULTS)
+    tree["nat"] = tree.pop("natt")
+    with pytest.raises(UserError, match="unknown key 'nat' "):
+        params.validate(tree)
+    tree = copy.deepcopy(DEFAULTS)
+    tree["mnist"]["sorce"] = tree["mnist"].pop("source")
+    with pytest.raises(UserError, match=r"unknown key 'mnist.sorce' \(known keys: mnist.source, mnist.folder, "):
+        params.validate(tree)
+
+
 def test_unreadable_files(tmp_path):
     with pytest.raises(UserError, match="file not found"):
         params.load(tmp_path / "params.yaml")

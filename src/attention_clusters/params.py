@@ -4,47 +4,23 @@ The model's hyper-parameters are top-level keys named as in the MindSpore ModelZ
 (``fc``, ``natt``, ``lr``, ``weight_decay``, ``batch_size``, ``epochs``, ``seed``) so that
 ``dvc exp run -S natt=32`` works verbatim; the data stages' parameters sit in groups.
 
-Every key is checked on load. A missing key, an unknown key (a typo), a wrong type or a value
-out of range raises :class:`UserError` with one line naming the key and what is allowed.
+The schema is a tree of pydantic models: strict types (``natt: 1.0`` or ``fc: true`` is not an
+integer), no unknown keys (a typo), ranges and choices. A missing, unknown, mistyped or
+out-of-range key raises :class:`UserError` with one line naming the key and what is allowed.
 """
 
-import math
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from .errors import UserError
 
 
-def _int(low=None, high=None):
-    def check(value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            return False
-        return (low is None or value >= low) and (high is None or value <= high)
-
-    text = "an integer"
-    if low is not None and high is not None:
-        text += f" in {low}..{high}"
-    elif low is not None:
-        text += f" >= {low}"
-    return check, text, None
-
-
-def _float(low=0.0, strict=False, high=1e6):
-    def check(value):
-        value = _as_float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return False
-        try:
-            value = float(value)
-        except OverflowError:
-            return False
-        if not math.isfinite(value) or value > high:
-            return False
-        return value > low if strict else value >= low
-
-    return check, f"a number {'>' if strict else '>='} {low:g} and <= {high:g}", lambda value: float(_as_float(value))
+def _int(low, high):
+    """An integer in ``low..high``."""
+    return Annotated[int, Field(ge=low, le=high, description=f"an integer in {low}..{high}")]
 
 
 def _as_float(value):
@@ -57,126 +33,158 @@ def _as_float(value):
     return value
 
 
-def _choice(*options):
-    def check(value):  # type must match too: fc: 1.0 or fc: true is not fc: 1
-        return any(type(value) is type(option) and value == option for option in options)
-
-    return check, "one of " + ", ".join(map(str, options)), None
-
-
-def _text(empty=False):
-    if empty:
-        return (lambda value: isinstance(value, str)), "a string (may be empty)", None
-    return (lambda value: isinstance(value, str) and value.strip() != ""), "a non-empty string", None
+def _number(low, above=False, high=1e6):
+    """A finite number in ``[low, high]`` (``(low, high]`` when ``above``), read as a float."""
+    bound = {"gt" if above else "ge": low}
+    text = f"a number {'>' if above else '>='} {low:g} and <= {high:g}"
+    return Annotated[float, BeforeValidator(_as_float), Field(**bound, le=high, description=text)]
 
 
-# key path -> (check, description of what is allowed, converter of an accepted value or None)
-SCHEMA = {
-    "fc": _choice(1, 2),
-    "natt": _int(1, 4096),
-    "lr": _float(0.0, strict=True),
-    "weight_decay": _float(0.0),
-    "batch_size": _int(1, 1_000_000),
-    "epochs": _int(1, 100_000),
-    "seed": _int(0, 2**32 - 1),
-    "device_target": _choice("CPU", "GPU", "Ascend"),
-    "loss_reduction": _choice("sum", "mean"),
-    "optimizer": _choice("adam", "adamw"),
-    "lr_schedule": _choice("constant", "cosine"),
-    "warmup_epochs": _int(0, 100_000),
-    "patience": _int(0, 100_000),
-    "mnist.source": (_choice("auto", "embedded", "folder")[0], "one of auto, embedded, folder (a folder of MNIST files: set mnist.source=folder and mnist.folder=PATH)", None),
-    "mnist.folder": (
-        lambda value: isinstance(value, str) and value.strip() != "" and not value.startswith("~"),
-        "a folder path, absolute or relative to the repository (not ~/...: DVC does not expand it)",
-        None,
-    ),
-    "mnist.timeout_s": _float(0.0, strict=True, high=3600),
-    "mnist.retries": _int(0, 100),
-    "noisy.train_repeats": _int(1, 100),
-    "noisy.test_repeats": _int(1, 100),
-    "noisy.train_noise": _int(0, 10_000_000),
-    "noisy.test_noise": _int(0, 10_000_000),
-    "noisy.seed": _int(0, 2**32 - 1),
-    "flash.train_per_label": _int(1, 1000),  # 1,000 per label: 20 GB of videos
-    "flash.val_per_label": _int(1, 1000),
-    "flash.test_per_label": _int(1, 1000),
-    "flash.min_per_label": _int(1, 1000),  # floor of the scaled counts for a smaller digit pool
-    "flash.preview_videos": _int(1, 64),
-    "flash.seed": _int(0, 2**32 - 1),
-    "feature.epochs": _int(1, 1000),
-    "feature.lr": _float(0.0, strict=True),
-    "feature.batch_size": _int(1, 1_000_000),
-    "feature.extract_batch_videos": _int(1, 100_000),
-    "feature.seed": _int(0, 2**32 - 1),
-    "distributed.launcher": _choice("none", "msrun", "mpirun", "rank_table"),
-    "distributed.workers": _int(1, 4096),
-    "distributed.rank_table": _text(empty=True),
-    "distributed.master_port": _int(1024, 65535),
-    "distributed.nodes": _int(1, 4096),
-    "distributed.node_rank": _int(0, 4095),
-    "distributed.master_addr": _text(),
-    "export.batch_size": _int(1, 100_000),
-    "infer.device": _choice("CPU", "GPU", "Ascend"),
-    "infer.backend": _choice("mindspore", "onnxruntime"),
-}
+def _choice(*options, hint=""):
+    """One of the strings ``options``; ``hint`` is appended to the error message."""
+    return Annotated[Literal[options], Field(description=f"one of {', '.join(options)}{hint}")]
 
 
-GROUPS = sorted({key.split(".")[0] for key in SCHEMA if "." in key})
+class _Group(BaseModel):
+    """A mapping of params.yaml: strict types, no unknown keys, read-only once validated."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-def _flatten(tree, where, prefix=""):
-    flat = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, where, path + "."))
-        elif path in GROUPS:
-            raise UserError(f"{where}: {path} must be a group of keys ({', '.join(k for k in SCHEMA if k.startswith(path + '.'))})")
-        else:
-            flat[path] = value
-    return flat
+class Mnist(_Group):
+    """``mnist``: where the digits come from (see :mod:`attention_clusters.mnist`)."""
+
+    source: _choice("auto", "embedded", "folder", hint=" (a folder of MNIST files: set mnist.source=folder and mnist.folder=PATH)")
+    # not blank and not ~/...: a first character that is neither ~ nor blank, or blanks then text
+    folder: Annotated[str, Field(pattern=r"^(?:[^~\s]|\s+\S)",
+                                 description="a folder path, absolute or relative to the repository (not ~/...: DVC does not expand it)")]
+    timeout_s: _number(0.0, above=True, high=3600)
+    retries: _int(0, 100)
+
+
+class Noisy(_Group):
+    """``noisy``: the Noisy-MNIST frames the feature extractor trains on."""
+
+    train_repeats: _int(1, 100)
+    test_repeats: _int(1, 100)
+    train_noise: _int(0, 10_000_000)
+    test_noise: _int(0, 10_000_000)
+    seed: _int(0, 2**32 - 1)
+
+
+class Flash(_Group):
+    """``flash``: the Flash-MNIST videos per label and split."""
+
+    train_per_label: _int(1, 1000)  # 1,000 per label: 20 GB of videos
+    val_per_label: _int(1, 1000)
+    test_per_label: _int(1, 1000)
+    min_per_label: _int(1, 1000)  # floor of the scaled counts for a smaller digit pool
+    preview_videos: _int(1, 64)
+    seed: _int(0, 2**32 - 1)
+
+
+class Feature(_Group):
+    """``feature``: training of the frame feature extractor and its extraction batch."""
+
+    epochs: _int(1, 1000)
+    lr: _number(0.0, above=True)
+    batch_size: _int(1, 1_000_000)
+    extract_batch_videos: _int(1, 100_000)
+    seed: _int(0, 2**32 - 1)
+
+
+class Distributed(_Group):
+    """``distributed``: data-parallel training (cross-key checks: :func:`distributed.check_settings`)."""
+
+    launcher: _choice("none", "msrun", "mpirun", "rank_table")
+    workers: _int(1, 4096)
+    rank_table: Annotated[str, Field(description="a string (may be empty)")]
+    master_port: _int(1024, 65535)
+    nodes: _int(1, 4096)
+    node_rank: _int(0, 4095)
+    master_addr: Annotated[str, Field(pattern=r"\S", description="a non-empty string")]
+
+
+class Export(_Group):
+    """``export``: the fixed batch of the exported MINDIR / ONNX."""
+
+    batch_size: _int(1, 100_000)
+
+
+class Infer(_Group):
+    """``infer``: the runtime of the exported model."""
+
+    device: _choice("CPU", "GPU", "Ascend")
+    backend: _choice("mindspore", "onnxruntime")
+
+
+class Params(_Group):
+    """The whole of params.yaml: the ModelZoo's names at the top level, then the groups."""
+
+    # an int, not Literal[1, 2]: pydantic matches literals by equality, so true and 1.0 would pass
+    fc: Annotated[int, Field(ge=1, le=2, description="one of 1, 2")]
+    natt: _int(1, 4096)
+    lr: _number(0.0, above=True)
+    weight_decay: _number(0.0)
+    batch_size: _int(1, 1_000_000)
+    epochs: _int(1, 100_000)
+    seed: _int(0, 2**32 - 1)
+    device_target: _choice("CPU", "GPU", "Ascend")
+    loss_reduction: _choice("sum", "mean")
+    optimizer: _choice("adam", "adamw")
+    lr_schedule: _choice("constant", "cosine")
+    warmup_epochs: _int(0, 100_000)
+    patience: _int(0, 100_000)
+    mnist: Mnist
+    noisy: Noisy
+    flash: Flash
+    feature: Feature
+    distributed: Distributed
+    export: Export
+    infer: Infer
 
 
 def validate(tree, where="params.yaml"):
-    """Check a parsed params tree against :data:`SCHEMA` and return it as namespaces.
+    """Check a parsed params tree and return it as a :class:`Params` (read-only attributes).
 
     Args:
         tree: the mapping ``yaml.safe_load`` returned for params.yaml.
         where: file name used in the error messages.
 
     Returns:
-        ``SimpleNamespace`` with the top-level keys as attributes and one nested namespace
-        per group (``p.natt``, ``p.flash.train_per_label``).
+        :class:`Params`, with the top-level keys as attributes and one nested model per group
+        (``p.natt``, ``p.flash.train_per_label``); numbers of float keys are floats.
 
     Raises:
-        UserError: on the first missing, unknown, mistyped or out-of-range key.
+        UserError: one line for the first wrong key, an unknown key before any other.
     """
-    if not isinstance(tree, dict):
-        raise UserError(f"{where}: expected a mapping of keys to values at the top level")
-    flat = _flatten(tree, where)
-    for key in flat:
-        if key not in SCHEMA:
-            raise UserError(f"{where}: unknown key '{key}' (known keys: {', '.join(SCHEMA)})")
-    for key, (check, allowed, convert) in SCHEMA.items():
-        if key not in flat:
-            raise UserError(f"{where}: missing key '{key}' (expected {allowed})")
-        if not check(flat[key]):
-            raise UserError(f"{where}: {key} must be {allowed}, got {flat[key]!r}")
-        if convert is not None:
-            _set(tree, key, convert(flat[key]))
-    return _namespace(tree)
+    try:
+        return Params.model_validate(tree)
+    except ValidationError as err:
+        first = min(err.errors(), key=lambda error: error["type"] != "extra_forbidden")  # min keeps the first of equals
+        raise UserError(_message(first, where)) from None
 
 
-def _set(tree, key, value):
-    *groups, last = key.split(".")
+def _message(error, where):
+    """The one line for a pydantic error: the dotted key, what it allows and what it got."""
+    if not error["loc"]:  # the file itself is not a mapping
+        return f"{where}: expected a mapping of keys to values at the top level"
+    *groups, name = error["loc"]
+    model = Params
     for group in groups:
-        tree = tree[group]
-    tree[last] = value
-
-
-def _namespace(tree):
-    return SimpleNamespace(**{k: _namespace(v) if isinstance(v, dict) else v for k, v in tree.items()})
+        model = model.model_fields[group].annotation
+    key = ".".join(map(str, error["loc"]))
+    prefix = "".join(f"{group}." for group in groups)
+    if error["type"] == "extra_forbidden":
+        return f"{where}: unknown key '{key}' (known keys: {', '.join(prefix + known for known in model.model_fields)})"
+    field = model.model_fields[name]
+    if isinstance(field.annotation, type) and issubclass(field.annotation, _Group):
+        allowed = f"a group of keys ({', '.join(f'{key}.{inner}' for inner in field.annotation.model_fields)})"
+    else:
+        allowed = field.description
+    if error["type"] == "missing":
+        return f"{where}: missing key '{key}' (expected {allowed})"
+    return f"{where}: {key} must be {allowed}, got {error['input']!r}"
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -30,25 +30,23 @@ def _start(stage):
                 pass  # outside the repository: libraries, /proc, temporary files
 
     from attention_clusters import params  # before the hook: the audit's own import is not the stage's
+    from pydantic import BaseModel
 
+    class Recording:
+        """A view of validated params that notes each key read, with its dotted path."""
 
-    class Recording(params.SimpleNamespace):
-        """A params namespace that notes each key read, with its dotted path."""
+        def __init__(self, target, prefix=""):
+            self._target, self._prefix = target, prefix
 
-        def __init__(self, prefix, **values):
-            super().__init__(**values)
-            object.__setattr__(self, "_prefix", prefix)
-
-        def __getattribute__(self, name):
-            value = object.__getattribute__(self, name)
-            if not name.startswith("_") and not isinstance(value, Recording):
-                keys.add(object.__getattribute__(self, "_prefix") + name)
+        def __getattr__(self, name):  # only for names not set in __init__: the params' keys
+            value = getattr(self._target, name)
+            if isinstance(value, BaseModel):  # a group: note the keys read inside it instead
+                return Recording(value, f"{self._prefix}{name}.")
+            keys.add(self._prefix + name)
             return value
 
-    def namespace(tree, prefix=""):
-        return Recording(prefix, **{k: namespace(v, f"{prefix}{k}.") if isinstance(v, dict) else v for k, v in tree.items()})
-
-    params._namespace = namespace
+    validate = params.validate  # params.load calls it: every stage's params pass through here
+    params.validate = lambda tree, where="params.yaml": Recording(validate(tree, where))
     sys.addaudithook(hook)
 
     def dump():
