@@ -102,25 +102,23 @@ def measure(figure, implementation, seconds):
         import torch_models
 
         return torch_models.rate(figure, data, seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
-    from attention_clusters import onednn
-
-    if figure.startswith("extract") and implementation == "ours":
-        onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     from mindspore import nn
 
-    from attention_clusters import device
+    from attention_clusters import device, onednn
     from attention_clusters.models.attention_cluster import AttentionCluster
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
     from baselines import LoopAttentionCluster, PlainFrameExtractor
 
-    device.init("CPU", seed=0)
     ours = implementation == "ours"
+    if figure.startswith("extract") and ours:
+        onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
+    device.init("CPU", seed=0)
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
         net = AttentionCluster((50,), natt=natt, fc=fc) if ours else LoopAttentionCluster(50, natt, fc)
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         return train_rate(net, ce, *data, seconds)
-    extractor = FrameExtractor() if ours else PlainFrameExtractor()
+    extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast()) if ours else PlainFrameExtractor()
     if figure == "extractor_train":
         return train_rate(NoisyMnistClassifier(extractor), nn.NLLLoss(), *data, seconds)
     return extract_rate(extractor, data, seconds)

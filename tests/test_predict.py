@@ -43,7 +43,7 @@ def model(tmp_path_factory):
     paths = {"extractor": folder / "extractor.ckpt", "model": folder / "attention_cluster.ckpt"}
     rng = np.random.default_rng(5)
     frames, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 11, 64).astype(np.uint8)
-    extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0)
+    extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0, device.phase_convolutions_fast())
     training.save_checkpoint(extractor, paths["extractor"])
     net = training.build_model(2, 3)
     training.save_checkpoint(net, paths["model"])
