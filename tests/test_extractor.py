@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mindspore import nn, ops
 
-from attention_clusters import device
+from attention_clusters import device, onednn
 from attention_clusters.models.extractor import FrameExtractor, column_shifts, row_selectors
 from conftest import ROOT
 
@@ -147,7 +147,7 @@ def test_training_is_bit_reproducible_on_all_threads(isa, kernels):
     made one run in three differ here. The phase convolutions run under
     ``ONEDNN_MAX_CPU_ISA=AVX2``, where they are fast (oneDNN's convolution gradients).
     """
-    env = {key: value for key, value in os.environ.items() if key not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env = {key: value for key, value in os.environ.items() if key not in onednn.CAP_VARIABLES}
     env.update(PYTHONPATH=str(ROOT / "src"), **({} if isa == "unset" else {"ONEDNN_MAX_CPU_ISA": isa}))
     procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH, kernels], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
     hashes = {proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs}

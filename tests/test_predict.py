@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import attention_clusters
-from attention_clusters import batching, device, features, plots, predict, storage, training
+from attention_clusters import batching, device, features, onednn, plots, predict, storage, training
 from attention_clusters.errors import UserError
 from attention_clusters.models.attention_cluster import AttentionWeights
 
@@ -215,3 +215,13 @@ def test_command_line_error_has_no_traceback(model, inputs, tmp_path):
     errors = [line for line in done.stderr.splitlines() if "WARNING" not in line]
     message = "model not found; train it (dvc repro train) or give its path"
     assert errors == [f"predict: error: {tmp_path / 'm.ckpt'}: {message}"]
+
+
+def test_importing_predict_sets_no_onednn_cap():
+    """Only the command line caps oneDNN (predict.main): importing the module, as tests and user
+    code do, leaves os.environ without a cap."""
+    env = {name: value for name, value in os.environ.items() if name not in onednn.CAP_VARIABLES}
+    code = "import os; from attention_clusters import onednn, predict; print([n for n in onednn.CAP_VARIABLES if n in os.environ])"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=SRC), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"
