@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from attention_clusters import inputs, mnist, onednn
+from attention_clusters import inference, inputs, mnist, onednn
 from conftest import ROOT, synthetic_split
 from test_deps import lock_mismatches
 
@@ -189,9 +189,27 @@ def test_export_and_infer_agree_with_eval(repo):
     assert (repo / "models/attention_cluster.mindir").stat().st_size > 0
     infer = json.loads((repo / "metrics/infer.json").read_text())
     report = json.loads((repo / "metrics/eval.json").read_text())
-    assert infer["test_videos"] == 4096 and infer["top1"] == pytest.approx(report["top1"], abs=1e-3)
-    assert infer["matches_eval"] is True and infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
     assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 64
+    predictions, labels = inference.postprocess(repo / "data/infer", 1024)  # the exported model's answers
+    np.testing.assert_array_equal(predictions, np.load(repo / "models/test_predictions.npy"))  # the checkpoint's, in eval
+    assert infer["test_videos"] == len(labels) == 4096 and infer["top1"] == report["top1"]
+    assert infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
+
+
+def test_infer_fails_where_the_export_disagrees_with_eval(repo):
+    """One eval prediction changed: the infer stage names the difference and writes no metrics."""
+    saved = repo / "models/test_predictions.npy"
+    original, metrics = saved.read_bytes(), (repo / "metrics/infer.json").read_bytes()
+    predictions = np.load(saved)
+    predictions[7] = (predictions[7] + 1) % 1024
+    np.save(saved, predictions)
+    try:
+        result = run([sys.executable, "stages/infer_310.py"], repo, check=False)
+    finally:
+        saved.write_bytes(original)
+    assert result.returncode == 1
+    assert "infer_310: error: 1 of 4096 predictions differ from the eval stage's (models/test_predictions.npy)" in result.stderr
+    assert (repo / "metrics/infer.json").read_bytes() == metrics
 
 
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):
