@@ -25,6 +25,8 @@ single passes of the same work vary 2-3x (numpy's own matmul too), so compare me
 rerun when two runs of a figure differ by more than ~20 %.
 
 Usage: python bench/speed.py [--seconds S] [--isa native avx2]
+
+bench/kernel_path.py times the extractor's forward pass against a matmul of the same FLOPs.
 """
 
 import argparse

@@ -1,14 +1,14 @@
-"""The frame extractor against a plain-numpy transcription of SPEC 5, and a speed-path guard."""
+"""The frame extractor against a plain-numpy transcription of SPEC 5, its two formulations, and
+bit-reproducible training (its speed: bench/kernel_path.py, bench/speed.py)."""
 
 import os
 import subprocess
 import sys
-import time
 
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn, ops
+from mindspore import nn
 
 from attention_clusters import device, onednn
 from attention_clusters.models.extractor import FrameExtractor, column_shifts, row_selectors
@@ -153,33 +153,3 @@ def test_training_is_bit_reproducible_on_all_threads(isa, kernels):
     hashes = {proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)
     assert len(hashes) == 1, hashes
-
-
-def best_seconds(fn, repeats=5):
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def test_forward_is_not_on_a_slow_kernel_path():
-    """Extractor forward vs a plain matmul of the SPEC 5 network's FLOPs, in one process.
-
-    The SPEC 5 layers cost about 0.96 MFLOP per frame (conv1 288k, conv2 640k, dense 32k);
-    the banded products here do about 3.3 times that, in less square products than one square
-    matmul: measured 4-10 on a 2-core Xeon (AVX-512 and AVX2). MindSpore's nn.Conv2d on
-    oneDNN's reference kernel (AVX-512) measured 420.
-    """
-    frames = 1600
-    flops = frames * 2 * (24 * 24 * 25 * 10 + 8 * 8 * 250 * 20 + 320 * 50)
-    side = round((flops / 2) ** (1 / 3))
-    a = ms.Tensor(np.random.default_rng(0).standard_normal((side, side)).astype(np.float32))
-    matmul = ops.MatMul()
-    net = FrameExtractor(phase_convolutions=device.phase_convolutions_fast())
-    net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(1).integers(0, 256, (frames, 28, 28), dtype=np.uint8))
-    ratio = best_seconds(lambda: net(x).asnumpy()) / best_seconds(lambda: matmul(a, a).asnumpy())
-    assert ratio < 30, f"extractor forward is {ratio:.1f}x a matmul of the same FLOPs (expected 4-10)"
