@@ -24,6 +24,8 @@ from attention_clusters import inference, inputs, mnist, onednn
 from conftest import ROOT, synthetic_split
 from test_deps import lock_mismatches
 
+pytestmark = pytest.mark.slow  # a whole dvc repro, then experiments on it: minutes
+
 BIN = Path(sys.executable).parent
 AUDIT = ROOT / "tests" / "audit"  # sitecustomize.py: records what each stage reads
 # params a stage reads that cannot change its outputs, so dvc.yaml does not declare them
