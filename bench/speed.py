@@ -33,6 +33,8 @@ single passes of the same work vary 2-3x (numpy's own matmul too), so compare me
 rerun when two runs of a figure differ by more than ~20 %.
 
 Usage: python bench/speed.py [--seconds S] [--isa native avx2]
+
+bench/kernel_path.py times the extractor's forward pass against a matmul of the same FLOPs.
 """
 
 import argparse
@@ -124,16 +126,14 @@ def inputs(figure, samples=BATCH):
 def work_of(figure, ours):
     """``(work, items, steps)`` of one MindSpore figure: a callable doing one unit of its work,
     the samples or frames that unit handles and the training steps (or passes) it runs."""
-    from attention_clusters import onednn
-
-    if figure.startswith("extract") and ours:
-        onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     from mindspore import nn
 
-    from attention_clusters import device
+    from attention_clusters import device, onednn
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
     from baselines import LoopAttentionCluster, PlainFrameExtractor
 
+    if figure.startswith("extract") and ours:
+        onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     device.init("CPU", seed=0)
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
@@ -141,7 +141,7 @@ def work_of(figure, ours):
             return ac_work(fc, natt)
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         return train_work(LoopAttentionCluster(AC_FEATURES, natt, fc), ce, *inputs(figure))
-    extractor = FrameExtractor() if ours else PlainFrameExtractor()
+    extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast()) if ours else PlainFrameExtractor()
     if figure == "extractor_train":
         return train_work(NoisyMnistClassifier(extractor), nn.NLLLoss(), *inputs(figure))
     return extract_work(extractor, inputs(figure))

@@ -1,30 +1,31 @@
 """Stage feature: train the frame extractor on Noisy-MNIST, then extract Flash-MNIST features (SPEC 5).
 
-Unless the user chose an ISA for oneDNN, this stage caps it at AVX2 before MindSpore loads: the
-extractor then runs as phase convolutions on oneDNN's AVX2 GEMM path, measured faster than the
-banded products on an AVX-512 host (full MNIST: 2 min 26 s against 3 min 21 s; README "Speed on
-any x86 CPU"). Attention Cluster training keeps the CPU's own ISA.
+Unless the user chose an ISA for oneDNN, this stage caps it at AVX2 before its first MindSpore
+kernel, and then runs the extractor in the formulation fast under that ISA: phase convolutions on
+oneDNN's AVX2 GEMM path, measured faster than the banded products on an AVX-512 host (full
+MNIST: 2 min 26 s against 3 min 21 s; README "Speed on any x86 CPU"). Attention Cluster training
+keeps the CPU's own ISA.
 """
-
-from attention_clusters import onednn
-
-onednn.cap_for_convolutions()  # before MindSpore loads; the imports below come after it
 
 import time
 
 import numpy as np
 
-from attention_clusters import batching, checkpoints, cli, device, evaluation, features, mnist, params, paths, storage
+from attention_clusters import batching, checkpoints, cli, device, evaluation, features, mnist, onednn, params, paths, storage
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
 def run():
     p = params.load()
+    onednn.cap_for_convolutions()  # before MindSpore's first kernel, when oneDNN reads the cap
+    phase_convolutions = device.phase_convolutions_fast()
     device.init(p.device_target, seed=p.feature.seed)  # bit-reproducible on any thread count (see models/extractor.py)
     frames = storage.load_npy(paths.noisy_file("train", "frames"), mmap=True)
     labels = storage.load_npy(paths.noisy_file("train", "labels"))
     start = time.perf_counter()
-    extractor, classifier = features.train_extractor(frames, labels, p.feature.epochs, p.feature.lr, p.feature.batch_size, p.feature.seed)
+    extractor, classifier = features.train_extractor(
+        frames, labels, p.feature.epochs, p.feature.lr, p.feature.batch_size, p.feature.seed, phase_convolutions
+    )
     train_fps = p.feature.epochs * len(frames) / (time.perf_counter() - start)
     checkpoints.save_checkpoint(extractor, paths.EXTRACTOR)
 

@@ -1,5 +1,7 @@
-"""Shared fixtures: small synthetic MNIST made inside the tests, and the repo root."""
+"""Shared fixtures: small synthetic MNIST made inside the tests, the repo root, and an environment
+restored after every test."""
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +11,17 @@ from attention_clusters import mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """Give os.environ back as it was before each test. Code under test may write it for the rest
+    of its process (onednn.cap_for_convolutions sets ONEDNN_MAX_CPU_ISA), and monkeypatch only
+    undoes its own changes: without this, the cap leaked into later tests and the stages they start."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
 
 
 def synthetic_split(n, seed):

@@ -1,16 +1,16 @@
-"""The frame extractor against a plain-numpy transcription of SPEC 5, and a speed-path guard."""
+"""The frame extractor against a plain-numpy transcription of SPEC 5, its two formulations, and
+bit-reproducible training (its speed: bench/kernel_path.py, bench/speed.py)."""
 
 import os
 import subprocess
 import sys
-import time
 
 import mindspore as ms
 import numpy as np
 import pytest
-from mindspore import nn, ops
+from mindspore import nn
 
-from attention_clusters import device
+from attention_clusters import device, onednn
 from attention_clusters.models.extractor import FrameExtractor, column_shifts, row_selectors
 from conftest import ROOT
 
@@ -52,8 +52,9 @@ def test_selectors_place_rows_and_columns():
     assert (shift.sum(axis=2) == 1).all()  # every (offset, tap, pooled column) reads one input column
 
 
-def test_features_match_numpy_reference_of_spec5():
-    net = FrameExtractor()
+@pytest.mark.parametrize("phase_convolutions", [False, True])
+def test_features_match_numpy_reference_of_spec5(phase_convolutions):
+    net = FrameExtractor(phase_convolutions=phase_convolutions)
     params = {p.name: p.asnumpy().astype(np.float64) for p in net.get_parameters()}
     assert params["conv1.weight"].shape == (10, 1, 5, 5) and params["conv2.weight"].shape == (20, 10, 5, 5)
     assert params["fc1.weight"].shape == (50, 320)
@@ -62,6 +63,14 @@ def test_features_match_numpy_reference_of_spec5():
     ours = net(ms.Tensor(frames)).asnumpy()
     assert ours.shape == (7, 50) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference_features(frames, params), rtol=1e-4, atol=1e-4)
+
+
+def test_the_formulation_is_chosen_by_the_caller():
+    """No host-dependent default: the caller says which formulation (device.phase_convolutions_fast)."""
+    with pytest.raises(TypeError, match="phase_convolutions must be True or False, got None"):
+        FrameExtractor(phase_convolutions=None)
+    assert FrameExtractor(phase_convolutions=True).kernels == "phase convolutions"
+    assert FrameExtractor(phase_convolutions=False).kernels == "banded matmul"
 
 
 class Summed(nn.Cell):
@@ -99,7 +108,7 @@ class Maps(nn.Cell):
 
 
 def test_channel_dropout_drops_whole_channels_in_training():
-    net = FrameExtractor()
+    net = FrameExtractor(phase_convolutions=False)
     frames = ms.Tensor(np.random.default_rng(4).integers(0, 256, (16, 28, 28), dtype=np.uint8))
     probe = Maps(net)
     probe.set_train(False)
@@ -113,13 +122,13 @@ def test_channel_dropout_drops_whole_channels_in_training():
 
 
 TRAIN_AND_HASH = """
-import hashlib
+import hashlib, sys
 import mindspore as ms, numpy as np
 from mindspore import nn
 from attention_clusters import device
 from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
 device.init("CPU", seed=5)
-clf = NoisyMnistClassifier(FrameExtractor())
+clf = NoisyMnistClassifier(FrameExtractor(phase_convolutions=sys.argv[1] == "phase"))
 step = nn.TrainOneStepCell(nn.WithLossCell(clf, nn.NLLLoss()), nn.Adam(clf.trainable_params(), 1e-3))
 step.set_train(True)
 rng = np.random.default_rng(0)
@@ -130,47 +139,17 @@ print(hashlib.sha256(b"".join(p.asnumpy().tobytes() for p in clf.trainable_param
 """
 
 
-@pytest.mark.parametrize("isa", ["unset", "AVX2"])
-def test_training_is_bit_reproducible_on_all_threads(isa):
+@pytest.mark.parametrize("isa, kernels", [("unset", "banded"), ("AVX2", "phase")])
+def test_training_is_bit_reproducible_on_all_threads(isa, kernels):
     """Three processes train from one seed on all cores, at once: the weights end bit-identical.
 
     Run concurrently so that thread timing varies; a gather's scatter-add gradient in conv2
-    made one run in three differ here. With ``ONEDNN_MAX_CPU_ISA=AVX2`` the extractor runs as
-    phase convolutions (oneDNN's convolution gradients).
+    made one run in three differ here. The phase convolutions run under
+    ``ONEDNN_MAX_CPU_ISA=AVX2``, where they are fast (oneDNN's convolution gradients).
     """
-    env = {key: value for key, value in os.environ.items() if key not in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")}
+    env = {key: value for key, value in os.environ.items() if key not in onednn.CAP_VARIABLES}
     env.update(PYTHONPATH=str(ROOT / "src"), **({} if isa == "unset" else {"ONEDNN_MAX_CPU_ISA": isa}))
-    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
+    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH, kernels], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
     hashes = {proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)
     assert len(hashes) == 1, hashes
-
-
-def best_seconds(fn, repeats=5):
-    fn()  # compile / warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def test_forward_is_not_on_a_slow_kernel_path():
-    """Extractor forward vs a plain matmul of the SPEC 5 network's FLOPs, in one process.
-
-    The SPEC 5 layers cost about 0.96 MFLOP per frame (conv1 288k, conv2 640k, dense 32k);
-    the banded products here do about 3.3 times that, in less square products than one square
-    matmul: measured 4-10 on a 2-core Xeon (AVX-512 and AVX2). MindSpore's nn.Conv2d on
-    oneDNN's reference kernel (AVX-512) measured 420.
-    """
-    frames = 1600
-    flops = frames * 2 * (24 * 24 * 25 * 10 + 8 * 8 * 250 * 20 + 320 * 50)
-    side = round((flops / 2) ** (1 / 3))
-    a = ms.Tensor(np.random.default_rng(0).standard_normal((side, side)).astype(np.float32))
-    matmul = ops.MatMul()
-    net = FrameExtractor()
-    net.set_train(False)
-    x = ms.Tensor(np.random.default_rng(1).integers(0, 256, (frames, 28, 28), dtype=np.uint8))
-    ratio = best_seconds(lambda: net(x).asnumpy()) / best_seconds(lambda: matmul(a, a).asnumpy())
-    assert ratio < 30, f"extractor forward is {ratio:.1f}x a matmul of the same FLOPs (expected 4-10)"

@@ -1,8 +1,9 @@
-"""onednn: the ISA oneDNN runs, from the CPU's and the user's ONEDNN_MAX_CPU_ISA, and the feature stage's cap."""
+"""onednn: the ISA oneDNN runs, from the CPU's and the user's ONEDNN_MAX_CPU_ISA, the feature
+stage's cap, and the extractor formulation chosen from them."""
 
 import pytest
 
-from attention_clusters import onednn
+from attention_clusters import device, onednn
 
 
 @pytest.mark.parametrize(
@@ -41,3 +42,15 @@ def test_convolution_cap_is_avx2_unless_the_user_set_one(monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")
     assert onednn.cap_for_convolutions() == "SSE41"
+
+
+def test_extractor_formulation_follows_the_isa_onednn_runs(monkeypatch):
+    """Phase convolutions where oneDNN runs AVX2; banded products on AVX-512 and below AVX2."""
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    isa = device.cpu()["isa"]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert device.phase_convolutions_fast() is (isa in ("avx2", "avx512"))
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert device.phase_convolutions_fast() is (isa == "avx2")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert device.phase_convolutions_fast() is False

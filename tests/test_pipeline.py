@@ -20,9 +20,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from attention_clusters import inputs, mnist
+from attention_clusters import inference, inputs, mnist, onednn
 from conftest import ROOT, synthetic_split
 from test_deps import lock_mismatches
+
+pytestmark = pytest.mark.slow  # a whole dvc repro, then experiments on it: minutes
 
 BIN = Path(sys.executable).parent
 AUDIT = ROOT / "tests" / "audit"  # sitecustomize.py: records what each stage reads
@@ -44,7 +46,10 @@ NOT_INPUTS = [".git", ".dvc", ".gitignore", ".dvcignore", "models/train_state"]
 
 
 def run(cmd, cwd, check=True, audit_dir=None):
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd / "src"))
+    """Run ``cmd`` in ``cwd`` with this venv's tools and ``cwd``'s code, and no oneDNN ISA cap of
+    the caller's (the stages set their own): returns the CompletedProcess."""
+    env = {name: value for name, value in os.environ.items() if name not in onednn.CAP_VARIABLES}
+    env.update(PATH=f"{BIN}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(cwd / "src"))
     if audit_dir is not None:
         env.update(PYTHONPATH=f"{cwd / 'src'}{os.pathsep}{AUDIT}", AC_AUDIT_DIR=str(audit_dir))
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
@@ -158,9 +163,9 @@ def test_data_stages_outputs(repo):
 def test_model_stages_outputs(repo):
     feature = json.loads((repo / "metrics/feature.json").read_text())
     assert feature["noisy_test_top1"] > 60  # one epoch on 22,000 frames; chance is 9 %
-    if "ONEDNN_MAX_CPU_ISA" not in os.environ and feature["cpu"]["isa"] in ("avx2", "avx512"):
-        assert feature["cpu"]["onednn_max_cpu_isa"] == "AVX2"  # the stage's own cap
-        assert feature["kernels"] == "phase convolutions"
+    assert feature["cpu"]["onednn_max_cpu_isa"] == "AVX2"  # the stage's own cap: run() passes none
+    fast = "phase convolutions" if feature["cpu"]["isa"] in ("avx2", "avx512") else "banded matmul"
+    assert feature["kernels"] == fast
     assert np.load(repo / "data/features/train.npy", mmap_mode="r").shape == (4096, 25, 50)
     report = json.loads((repo / "metrics/eval.json").read_text())
     assert report["test_videos"] == 4096 and report["natt"] == 1 and report["epochs"] == 60
@@ -186,9 +191,27 @@ def test_export_and_infer_agree_with_eval(repo):
     assert (repo / "models/attention_cluster.mindir").stat().st_size > 0
     infer = json.loads((repo / "metrics/infer.json").read_text())
     report = json.loads((repo / "metrics/eval.json").read_text())
-    assert infer["test_videos"] == 4096 and infer["top1"] == pytest.approx(report["top1"], abs=1e-3)
-    assert infer["matches_eval"] is True and infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
     assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 64
+    predictions, labels = inference.postprocess(repo / "data/infer", 1024)  # the exported model's answers
+    np.testing.assert_array_equal(predictions, np.load(repo / "models/test_predictions.npy"))  # the checkpoint's, in eval
+    assert infer["test_videos"] == len(labels) == 4096 and infer["top1"] == report["top1"]
+    assert infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
+
+
+def test_infer_fails_where_the_export_disagrees_with_eval(repo):
+    """One eval prediction changed: the infer stage names the difference and writes no metrics."""
+    saved = repo / "models/test_predictions.npy"
+    original, metrics = saved.read_bytes(), (repo / "metrics/infer.json").read_bytes()
+    predictions = np.load(saved)
+    predictions[7] = (predictions[7] + 1) % 1024
+    np.save(saved, predictions)
+    try:
+        result = run([sys.executable, "stages/infer_310.py"], repo, check=False)
+    finally:
+        saved.write_bytes(original)
+    assert result.returncode == 1
+    assert "infer_310: error: 1 of 4096 predictions differ from the eval stage's (models/test_predictions.npy)" in result.stderr
+    assert (repo / "metrics/infer.json").read_bytes() == metrics
 
 
 def test_second_repro_does_nothing_and_data_is_deterministic(repo):

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import attention_clusters
-from attention_clusters import batching, checkpoints, device, features, plots, predict, storage, trained_model
+from attention_clusters import batching, checkpoints, device, features, onednn, plots, predict, storage, trained_model
 from attention_clusters.errors import UserError
 from attention_clusters.models.attention_cluster import AttentionWeights
 
@@ -43,7 +43,7 @@ def model(tmp_path_factory):
     paths = {"extractor": folder / "extractor.ckpt", "model": folder / "attention_cluster.ckpt"}
     rng = np.random.default_rng(5)
     frames, labels = rng.integers(0, 256, (64, 28, 28), dtype=np.uint8), rng.integers(0, 11, 64).astype(np.uint8)
-    extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0)
+    extractor, _ = features.train_extractor(frames, labels, 1, 1e-3, 64, 0, device.phase_convolutions_fast())
     checkpoints.save_checkpoint(extractor, paths["extractor"])
     net = trained_model.build_model(2, 3)
     checkpoints.save_checkpoint(net, paths["model"])
@@ -215,3 +215,13 @@ def test_command_line_error_has_no_traceback(model, inputs, tmp_path):
     errors = [line for line in done.stderr.splitlines() if "WARNING" not in line]
     message = "model not found; train it (dvc repro train) or give its path"
     assert errors == [f"predict: error: {tmp_path / 'm.ckpt'}: {message}"]
+
+
+def test_importing_predict_sets_no_onednn_cap():
+    """Only the command line caps oneDNN (predict.main): importing the module, as tests and user
+    code do, leaves os.environ without a cap."""
+    env = {name: value for name, value in os.environ.items() if name not in onednn.CAP_VARIABLES}
+    code = "import os; from attention_clusters import onednn, predict; print([n for n in onednn.CAP_VARIABLES if n in os.environ])"
+    done = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=SRC), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

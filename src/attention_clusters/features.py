@@ -8,13 +8,15 @@ from .batching import predict, run_epoch
 from .errors import UserError
 from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier
 
-def train_extractor(frames, labels, epochs, lr, batch_size, seed):
+def train_extractor(frames, labels, epochs, lr, batch_size, seed, phase_convolutions):
     """Train the SPEC 5 extractor with its 11-class head on Noisy-MNIST.
 
     Args:
         frames: uint8 (N, 28, 28); labels: uint8 (N,) in 0..10.
         epochs, lr, batch_size: Adam training settings (SPEC 5: 1, 1e-3, 64).
         seed: shuffling seed (the MindSpore seed is set by :func:`device.init`).
+        phase_convolutions: the extractor's formulation (:class:`FrameExtractor`; the host's
+            fast one is :func:`device.phase_convolutions_fast`).
 
     Raises:
         UserError: batch_size exceeds the number of frames (no step would run).
@@ -24,7 +26,7 @@ def train_extractor(frames, labels, epochs, lr, batch_size, seed):
     """
     if len(frames) < batch_size:
         raise UserError(f"params.yaml: feature.batch_size {batch_size} is larger than the {len(frames)} Noisy-MNIST training frames")
-    extractor = FrameExtractor()
+    extractor = FrameExtractor(phase_convolutions=phase_convolutions)
     classifier = NoisyMnistClassifier(extractor)
     step = nn.TrainOneStepCell(nn.WithLossCell(classifier, nn.NLLLoss()), nn.Adam(classifier.trainable_params(), lr))
     step.set_train(True)

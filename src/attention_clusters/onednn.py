@@ -13,12 +13,13 @@ ONEDNN_CAPS.update(
     )
 )
 ISA_ORDER = ("?", "older", "avx2", "avx512")
+CAP_VARIABLES = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")  # oneDNN reads both; the first wins
 
 
 def onednn_cap():
     """The user's ISA cap for oneDNN: ``ONEDNN_MAX_CPU_ISA``, else its older name
-    ``DNNL_MAX_CPU_ISA`` (oneDNN reads both), else "unset"."""
-    return os.environ.get("ONEDNN_MAX_CPU_ISA", os.environ.get("DNNL_MAX_CPU_ISA", "unset"))
+    ``DNNL_MAX_CPU_ISA``, else "unset"."""
+    return next((os.environ[name] for name in CAP_VARIABLES if name in os.environ), "unset")
 
 
 def onednn_isa(isa, cap):
@@ -35,11 +36,13 @@ def cap_for_convolutions():
     """Cap oneDNN at AVX2 for this process unless the user set a cap (``ONEDNN_MAX_CPU_ISA`` or
     ``DNNL_MAX_CPU_ISA``): the frame extractor then runs as phase convolutions on oneDNN's AVX2
     GEMM path, measured faster than the banded products with AVX-512 (models/extractor.py).
-    Call before MindSpore runs its first kernel (oneDNN reads the cap then, once).
+    Call before MindSpore runs its first kernel (oneDNN reads the cap then, once). It writes
+    ``os.environ`` for the rest of the process: call it from a process's entry point (a stage's
+    ``run``, predict's ``main``), not from library code.
 
     Returns:
         The cap in force afterwards (:func:`onednn_cap`).
     """
-    if "ONEDNN_MAX_CPU_ISA" not in os.environ and "DNNL_MAX_CPU_ISA" not in os.environ:
+    if not any(name in os.environ for name in CAP_VARIABLES):
         os.environ["ONEDNN_MAX_CPU_ISA"] = "AVX2"
     return onednn_cap()

@@ -8,6 +8,8 @@ uint8. Frames that are not 28 x 28 grey are converted with Pillow (to grey, then
 the report says so. The prediction is the same as the eval stage's for the same frames: the
 frozen extractor (``models/extractor.ckpt``) turns each frame into its 50-d feature, the
 Attention Cluster (``models/attention_cluster.ckpt`` with its JSON) scores the 1,024 digit sets.
+The command line caps oneDNN's ISA as the feature stage does (:func:`main`), so the extractor runs
+the same kernels.
 """
 
 import argparse
@@ -15,19 +17,15 @@ import re
 import struct
 from pathlib import Path
 
-from . import onednn
+import numpy as np
+from PIL import Image, ImageSequence, UnidentifiedImageError
 
-onednn.cap_for_convolutions()  # as the feature stage: the same extractor kernels, the same features
-
-import numpy as np  # noqa: E402
-from PIL import Image, ImageSequence, UnidentifiedImageError  # noqa: E402
-
-from . import batching, checkpoints, cli, device, plots, trained_model  # noqa: E402
-from .errors import UserError  # noqa: E402
-from .models.attention_cluster import AttentionWeights  # noqa: E402
-from .models.extractor import FEATURE_DIM, FRAME_SIDE, FrameExtractor, NoisyMnistClassifier  # noqa: E402
-from .paths import EXTRACTOR, MODEL  # noqa: E402
-from .synth import FRAMES  # noqa: E402
+from . import batching, checkpoints, cli, device, onednn, plots, trained_model
+from .errors import UserError
+from .models.attention_cluster import AttentionWeights
+from .models.extractor import FEATURE_DIM, FRAME_SIDE, FrameExtractor, NoisyMnistClassifier
+from .paths import EXTRACTOR, MODEL
+from .synth import FRAMES
 
 TOP = 5  # digit sets listed
 BATCH_VIDEOS = 64  # params.yaml feature.extract_batch_videos: the feature stage's batch
@@ -199,12 +197,14 @@ def load_extractor(path):
     """The frozen extractor the feature stage saved (``models/extractor.ckpt``), in eval mode.
 
     The stage trains it inside :class:`NoisyMnistClassifier`, which names its parameters
-    ``extractor.*``; it is wrapped the same way to load them.
+    ``extractor.*``; it is wrapped the same way to load them. It runs in the formulation fast in
+    this process (:func:`device.phase_convolutions_fast`): the feature stage's under the same
+    oneDNN cap (:func:`main` sets the stage's).
 
     Raises:
         UserError: the checkpoint is missing or does not fit the network.
     """
-    extractor = FrameExtractor()
+    extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast())
     NoisyMnistClassifier(extractor)  # gives the parameters the names the stage saved
     checkpoints.load_weights(extractor, path)
     extractor.set_train(False)
@@ -293,7 +293,11 @@ def run(args):
 
 
 def main(argv=None):
+    """The command line: ``python -m attention_clusters.predict VIDEO [...]``. Caps oneDNN as the
+    feature stage does (:func:`onednn.cap_for_convolutions`), so the extractor runs the same
+    kernels and gives the stage's features bit for bit."""
     args = parse_args(argv)
+    onednn.cap_for_convolutions()  # before MindSpore's first kernel, when oneDNN reads the cap
     cli.main("predict", lambda: run(args), check_inputs=False)
 
 

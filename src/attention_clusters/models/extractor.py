@@ -14,14 +14,15 @@ GEMM path), and its max-pool gradient is slow on every CPU. Each "conv + 2x2 max
 (:class:`ConvMaxPool`) therefore computes the conv output at the four positions of every
 pooling window directly, either
 
-* "banded matmul" (oneDNN on AVX-512): four products with banded (Toeplitz) weight matrices,
-  at matrix-product speed on every ISA; or
-* "phase convolutions" (oneDNN on AVX2 or lower): one stride-2 convolution with four shifted
+* "banded matmul" (oneDNN on AVX-512, or below AVX2): four products with banded (Toeplitz)
+  weight matrices, at matrix-product speed on every ISA; or
+* "phase convolutions" (oneDNN on AVX2): one stride-2 convolution with four shifted
   copies of the kernel, 2.3x fewer FLOPs, on oneDNN's fast GEMM path there;
 
 and takes the max of the four as ``max(a, b) = b + relu(a - b)`` in training, whose gradient is
-cheap elementwise arithmetic. :func:`phase_convolutions_fast` chooses, from the ISA oneDNN
-uses (``ONEDNN_MAX_CPU_ISA`` included). Where an input gradient is needed the banded form picks
+cheap elementwise arithmetic. The caller chooses (:class:`FrameExtractor`'s
+``phase_convolutions``; :func:`attention_clusters.device.phase_convolutions_fast` says which
+is fast on the host). Where an input gradient is needed the banded form picks
 rows by a constant 0/1 matrix rather than a gather, whose scatter-add gradient sums in a
 varying order on several threads, and dropout masks come from :class:`SeededDropout`: so
 training is bit-reproducible on any thread count, in both formulations.
@@ -33,7 +34,6 @@ import mindspore as ms
 import numpy as np
 from mindspore import nn, ops
 
-from .. import device
 from .dropout import SeededDropout
 from .init import uniform_dense, uniform_parameter
 
@@ -188,29 +188,23 @@ def normalise(frames):
     return frames.astype(ms.float32) * (1 / (255 * STD)) + (-MEAN / STD)
 
 
-def phase_convolutions_fast():
-    """Whether the extractor runs as phase convolutions (:meth:`ConvMaxPool.phases`) here: where
-    oneDNN's ISA is AVX2 (:func:`device.cpu`; an AVX2-only CPU, or ``ONEDNN_MAX_CPU_ISA=AVX2``).
-    Measured on a 2-core Xeon with ``ONEDNN_MAX_CPU_ISA=AVX2``: training 8,700-9,700 frames/s
-    against 4,900-5,000 for the banded products, inference 26,000-31,000 against
-    23,000-25,000; with AVX-512, phase convolutions run ~330 frames/s (oneDNN's reference loop).
-    """
-    return device.cpu()["onednn_isa"] == "avx2"
-
-
 class FrameExtractor(nn.Cell):
     """Frames -> features. Input uint8 (N, 28, 28) raw MNIST frames (normalised here, SPEC 1);
     output float32 (N, 50).
 
     Args:
-        dropout: dropout probability of the dense layer and of the channel dropout (SPEC 5).
         phase_convolutions: run the blocks as phase convolutions (True) or banded products
-            (False); None chooses by :func:`phase_convolutions_fast`. Both compute the same
-            function of the same parameters (equal up to float32 rounding); :attr:`kernels`
-            names the one in use.
+            (False). Both compute the same function of the same parameters (equal up to float32
+            rounding); which is fast depends on the ISA oneDNN runs
+            (:func:`attention_clusters.device.phase_convolutions_fast`). :attr:`kernels` names
+            the one in use.
+        dropout: dropout probability of the dense layer and of the channel dropout (SPEC 5).
+
+    Raises:
+        TypeError: ``phase_convolutions`` is not a bool.
     """
 
-    def __init__(self, dropout=0.5, phase_convolutions=None):
+    def __init__(self, *, phase_convolutions, dropout=0.5):
         super().__init__()
         self.conv1 = ConvMaxPool(FRAME_SIDE, 1, 10, input_grad=False)  # frames need no gradient
         self.conv2 = ConvMaxPool((FRAME_SIDE - KERNEL + 1) // 2, 10, 20)
@@ -219,7 +213,9 @@ class FrameExtractor(nn.Cell):
         self.channel_dropout = SeededDropout(dropout, stream=2, per_channel=True)
         self.relu = nn.ReLU()
         self.log_softmax = nn.LogSoftmax(axis=-1)
-        self.phase_convolutions = phase_convolutions_fast() if phase_convolutions is None else phase_convolutions
+        if not isinstance(phase_convolutions, bool):
+            raise TypeError(f"phase_convolutions must be True or False, got {phase_convolutions!r}")
+        self.phase_convolutions = phase_convolutions
         self.kernels = "phase convolutions" if self.phase_convolutions else "banded matmul"
 
     def maps(self, frames):
