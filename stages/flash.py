@@ -3,7 +3,7 @@
 import numpy as np
 from tqdm import tqdm
 
-from attention_clusters import cli, mnist, params, paths, plots, storage, synth
+from attention_clusters import cli, idx, mnist, params, paths, plots, storage, synth
 
 POOLS = {"train": "train", "val": "train", "test": "test"}  # val videos reuse the train digits
 
@@ -20,7 +20,7 @@ def run():
         )
         code = synth.SPLIT_CODES[split]
         labels = synth.flash_labels(per_label, [p.flash.seed, code, 0])
-        shape = (len(labels), synth.FRAMES, mnist.ROWS, mnist.COLS)
+        shape = (len(labels), synth.FRAMES, idx.ROWS, idx.COLS)
         with storage.npy_writer(paths.flash_file(split, "videos"), shape, np.uint8) as videos:
             with tqdm(total=len(labels), desc=f"flash {split}", unit="video") as bar:
                 seed = [p.flash.seed, code, 1]

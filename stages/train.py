@@ -1,12 +1,12 @@
 """Stage train: the Attention Cluster on Flash-MNIST features, best epoch chosen on validation.
 
 With ``distributed.launcher`` set, this script starts its own workers through that launcher
-(see attention_clusters.distributed) and each worker runs the training below.
+(see attention_clusters.launcher) and each worker runs the training below.
 """
 
 import contextlib
 
-from attention_clusters import cli, device, distributed, params, paths, resume, splits, storage, trained_model, training
+from attention_clusters import cli, device, distributed, launcher, params, paths, resume, splits, storage, trained_model, training
 from attention_clusters.live_log import LiveLog
 from attention_clusters.models.extractor import FEATURE_DIM
 
@@ -29,7 +29,7 @@ def run():
     p = params.load()
     distributed.check_settings(p.distributed, p.device_target)
     if p.distributed.launcher != "none" and not distributed.is_worker():
-        distributed.launch(p.distributed, __file__, paths.TRAIN_LOGS)
+        launcher.launch(p.distributed, __file__, paths.TRAIN_LOGS)
         node = p.distributed.node_rank
         if node != 0:
             done = f"its {p.distributed.workers} worker(s) done"

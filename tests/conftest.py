@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from attention_clusters import mnist
+from attention_clusters import idx, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "mnist"
@@ -39,6 +39,6 @@ def idx_files():
     for split, n in (("train", 60), ("test", 20)):
         images, labels = synthetic_split(n, seed=n)
         image_name, label_name = mnist.FILES[split]
-        files[image_name] = mnist.encode_images(images)
-        files[label_name] = mnist.encode_labels(labels)
+        files[image_name] = idx.encode_images(images)
+        files[label_name] = idx.encode_labels(labels)
     return files

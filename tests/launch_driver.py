@@ -1,5 +1,5 @@
 """A stage process for test_distributed: launches tests/fake_launcher.py through
-distributed.launch under cli.main, as stages/train.py launches msrun.
+launcher.launch under cli.main, as stages/train.py launches msrun.
 
 Usage (in a folder whose dvc.yaml has a stage 'launch'): python launch_driver.py PIDFILE PORT
 """
@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from attention_clusters import cli, distributed
+from attention_clusters import cli, launcher
 
 pidfile, port = sys.argv[1], int(sys.argv[2])
 fake = [sys.executable, str(Path(__file__).with_name("fake_launcher.py")), pidfile, "120", "120"]
-distributed.worker_commands = lambda dist, script, log_dir: [(fake, {})]
+launcher.worker_commands = lambda dist, script, log_dir: [(fake, {})]
 dist = SimpleNamespace(launcher="msrun", workers=2, rank_table="", master_port=port, nodes=1, node_rank=0,
                        master_addr="127.0.0.1")
-cli.main("launch", lambda: distributed.launch(dist, "unused.py", Path("logs")) or "done")
+cli.main("launch", lambda: launcher.launch(dist, "unused.py", Path("logs")) or "done")

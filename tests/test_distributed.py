@@ -14,7 +14,7 @@ import psutil
 import pytest
 
 import attention_clusters
-from attention_clusters import distributed
+from attention_clusters import distributed, launcher, rank_table, worker_logs
 from attention_clusters.errors import UserError
 from conftest import ROOT
 
@@ -27,7 +27,7 @@ def settings(**kw):
     return SimpleNamespace(**{**base, **kw})
 
 
-def rank_table(tmp_path, devices, servers=1):
+def write_rank_table(tmp_path, devices, servers=1):
     """An HCCL rank table of ``servers`` servers, each with ``devices`` (rank, device) pairs;
     server s adds s * len(devices) to the ranks."""
     table = {
@@ -47,8 +47,8 @@ def rank_table(tmp_path, devices, servers=1):
 
 
 def test_rank_table_commands_set_the_hccl_environment(tmp_path):
-    path = rank_table(tmp_path, [(1, 5), (0, 4)])
-    commands = distributed.worker_commands(settings(launcher="rank_table", rank_table=str(path)), "stages/train.py", tmp_path)
+    path = write_rank_table(tmp_path, [(1, 5), (0, 4)])
+    commands = launcher.worker_commands(settings(launcher="rank_table", rank_table=str(path)), "stages/train.py", tmp_path)
     assert [env for _, env in commands] == [
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "0", "DEVICE_ID": "4"},
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "1", "DEVICE_ID": "5"},
@@ -66,9 +66,9 @@ def test_rank_table_commands_set_the_hccl_environment(tmp_path):
     ],
 )
 def test_rank_table_validation(tmp_path, devices, servers, workers, message):
-    path = rank_table(tmp_path, devices, servers)
+    path = write_rank_table(tmp_path, devices, servers)
     with pytest.raises(UserError, match=message):
-        distributed.read_rank_table(str(path), workers)
+        rank_table.read_rank_table(str(path), workers)
 
 
 def test_rank_table_file_errors(tmp_path):
@@ -77,54 +77,54 @@ def test_rank_table_file_errors(tmp_path):
     with pytest.raises(UserError, match="rank_table is for Ascend"):
         distributed.check_settings(settings(launcher="rank_table", rank_table="t.json"), "CPU")
     with pytest.raises(UserError, match="file not found"):
-        distributed.read_rank_table(str(tmp_path / "none.json"), 2)
+        rank_table.read_rank_table(str(tmp_path / "none.json"), 2)
     (tmp_path / "bad.json").write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
-        distributed.read_rank_table(str(tmp_path / "bad.json"), 2)
+        rank_table.read_rank_table(str(tmp_path / "bad.json"), 2)
     with pytest.raises(UserError, match="cannot read"):
-        distributed.read_rank_table(str(tmp_path), 2)
+        rank_table.read_rank_table(str(tmp_path), 2)
     (tmp_path / "shape.json").write_text('{"server_list": [{"device": [{"device_id": "x", "rank_id": "0"}]}]}')
     with pytest.raises(UserError, match="integer-valued"):
-        distributed.read_rank_table(str(tmp_path / "shape.json"), 1)
+        rank_table.read_rank_table(str(tmp_path / "shape.json"), 1)
 
 
 def test_multi_server_rank_table_starts_this_servers_devices(tmp_path):
-    path = rank_table(tmp_path, [(0, 6), (1, 7)], servers=3)
+    path = write_rank_table(tmp_path, [(0, 6), (1, 7)], servers=3)
     dist = settings(launcher="rank_table", rank_table=str(path), nodes=3, node_rank=1)
     distributed.check_settings(dist, "Ascend")
-    commands = distributed.worker_commands(dist, "stages/train.py", tmp_path)
+    commands = launcher.worker_commands(dist, "stages/train.py", tmp_path)
     assert [env for _, env in commands] == [
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "6", "RANK_ID": "2", "DEVICE_ID": "6"},
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "6", "RANK_ID": "3", "DEVICE_ID": "7"},
     ]
-    assert distributed.read_rank_table(str(path), 2, 3, 2) == [(4, 6), (5, 7)]
+    assert rank_table.read_rank_table(str(path), 2, 3, 2) == [(4, 6), (5, 7)]
 
 
 def test_multi_server_rank_table_validation(tmp_path):
-    path = rank_table(tmp_path, [(0, 0), (1, 1)], servers=2)
+    path = write_rank_table(tmp_path, [(0, 0), (1, 1)], servers=2)
     table = json.loads(path.read_text())
     table["server_list"][1]["device"].append({"device_id": "2", "device_ip": "192.168.2.3", "rank_id": "4"})
     path.write_text(json.dumps(table))
     with pytest.raises(UserError, match="server_list\\[1\\] lists 3 devices but distributed.workers is 2"):
-        distributed.read_rank_table(str(path), 2, 2)
+        rank_table.read_rank_table(str(path), 2, 2)
     del table["server_list"][1]["device"][2]
     table["server_count"] = "3"
     path.write_text(json.dumps(table))
     with pytest.raises(UserError, match="server_count is 3 but server_list has 2 servers"):
-        distributed.read_rank_table(str(path), 2, 2)
+        rank_table.read_rank_table(str(path), 2, 2)
     table["server_count"] = "2"
     table["server_list"][1]["device"][0]["rank_id"] = "1"  # rank 1 on both servers, no rank 2
     path.write_text(json.dumps(table))
     with pytest.raises(UserError, match=r"rank_id values must be 0..3, got \[0, 1, 1, 3\]"):
-        distributed.read_rank_table(str(path), 2, 2)
+        rank_table.read_rank_table(str(path), 2, 2)
 
 
 def test_msrun_across_machines(tmp_path):
-    (argv, _), = distributed.worker_commands(settings(), "stages/train.py", tmp_path)
+    (argv, _), = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
     assert "--master_addr=127.0.0.1" in argv and "--node_rank=0" in argv  # one machine: the defaults
     dist = settings(workers=4, nodes=3, node_rank=2, master_addr="10.1.2.3")
     distributed.check_settings(dist, "CPU")
-    (argv, _), = distributed.worker_commands(dist, "stages/train.py", tmp_path)
+    (argv, _), = launcher.worker_commands(dist, "stages/train.py", tmp_path)
     assert argv[:6] == ["msrun", "--worker_num=12", "--local_worker_num=4", "--master_addr=10.1.2.3",
                         "--master_port=8119", "--node_rank=2"]
     assert distributed.total_workers(dist) == 12
@@ -147,7 +147,7 @@ def test_node_settings_are_checked(kw, message):
 
 def test_scheduler_address_must_be_this_machine_on_node_0():
     with pytest.raises(UserError, match="master_addr: 192.0.2.1 is not an address of this machine"):
-        distributed.check_port_free(8135, "192.0.2.1")  # TEST-NET-1: never local
+        launcher.check_port_free(8135, "192.0.2.1")  # TEST-NET-1: never local
 
 
 def test_other_nodes_do_not_check_the_scheduler_port(tmp_path, monkeypatch):
@@ -157,9 +157,9 @@ def test_other_nodes_do_not_check_the_scheduler_port(tmp_path, monkeypatch):
         busy.listen()
         port = busy.getsockname()[1]
         with pytest.raises(UserError, match="already in use"):  # node 0: the port is checked
-            distributed.launch(settings(master_port=port), WORKER, tmp_path / "logs")
+            launcher.launch(settings(master_port=port), WORKER, tmp_path / "logs")
         dist = settings(master_port=port, nodes=2, node_rank=1, master_addr="192.0.2.1")
-        distributed.launch(dist, WORKER, tmp_path / "logs")  # node 1: the scheduler is elsewhere
+        launcher.launch(dist, WORKER, tmp_path / "logs")  # node 1: the scheduler is elsewhere
     assert len(started_pids(tmp_path / "pids")) == 2
 
 
@@ -170,9 +170,9 @@ def test_workers_need_a_launcher():
 
 
 def test_msrun_and_mpirun_commands(tmp_path):
-    (argv, _), = distributed.worker_commands(settings(), "stages/train.py", tmp_path)
+    (argv, _), = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
     assert argv[:3] == ["msrun", "--worker_num=2", "--local_worker_num=2"] and argv[-1] == "stages/train.py"
-    (argv, env), = distributed.worker_commands(settings(launcher="mpirun"), "stages/train.py", tmp_path)
+    (argv, env), = launcher.worker_commands(settings(launcher="mpirun"), "stages/train.py", tmp_path)
     assert argv[:3] == ["mpirun", "-n", "2"] and env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
 
 
@@ -182,19 +182,19 @@ NODE_DRIVER = str(ROOT / "tests" / "node_driver.py")  # one node of a multi-node
 
 @pytest.fixture(scope="module")
 def one_node_job(tmp_path_factory):
-    """``job(launcher)``: the TEST_OUT folder of dist_worker.py's job with two workers on one
-    node under that launcher, run on the first call of the module and reused after."""
+    """``job(program)``: the TEST_OUT folder of dist_worker.py's job with two workers on one
+    node under that launcher program, run on the first call of the module and reused after."""
     outs = {}
 
-    def job(launcher):
-        if launcher not in outs:
-            out = tmp_path_factory.mktemp(f"one_node_{launcher}")
+    def job(program):
+        if program not in outs:
+            out = tmp_path_factory.mktemp(f"one_node_{program}")
             with pytest.MonkeyPatch.context() as env:
                 env.setenv("TEST_OUT", str(out))
                 env.setenv("TEST_PORT", "8131")
-                distributed.launch(settings(launcher=launcher, master_port=8131), WORKER, out / "logs")
-            outs[launcher] = out
-        return outs[launcher]
+                launcher.launch(settings(launcher=program, master_port=8131), WORKER, out / "logs")
+            outs[program] = out
+        return outs[program]
 
     return job
 
@@ -205,9 +205,9 @@ def last_checkpoint(out):
     return out / "state" / saved["last"]
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_two_workers_end_identical_and_learn(one_node_job, launcher):
-    out = one_node_job(launcher)
+@pytest.mark.parametrize("program", LAUNCHERS)
+def test_two_workers_end_identical_and_learn(one_node_job, program):
+    out = one_node_job(program)
     ranks = [np.load(out / f"rank{r}.npz") for r in (0, 1)]
     assert sorted(ranks[0].files) == sorted(ranks[1].files) and len(ranks[0].files) >= 6
     for name in ranks[0].files:
@@ -247,15 +247,15 @@ def test_two_nodes_on_one_machine_end_as_one_node_with_two_workers(tmp_path, one
             np.testing.assert_array_equal(weights[name], reference[name])
 
 
-@pytest.mark.parametrize("launcher", LAUNCHERS)
-def test_dead_worker_fails_the_job_with_its_log(tmp_path, monkeypatch, launcher):
+@pytest.mark.parametrize("program", LAUNCHERS)
+def test_dead_worker_fails_the_job_with_its_log(tmp_path, monkeypatch, program):
     monkeypatch.setenv("TEST_OUT", str(tmp_path))
     monkeypatch.setenv("TEST_PORT", "8132")
     monkeypatch.setenv("TEST_DIE", "kill")
     logs = tmp_path / "logs"
     with pytest.raises(UserError) as err:
-        distributed.launch(settings(launcher=launcher, master_port=8132), WORKER, logs)
-    if launcher == "msrun":  # mpirun's own report of a dead rank is not parsed: its exit status is named
+        launcher.launch(settings(launcher=program, master_port=8132), WORKER, logs)
+    if program == "msrun":  # mpirun's own report of a dead rank is not parsed: its exit status is named
         how = "rank 1 was killed by signal 9 (SIGKILL)"
         assert str(err.value) == f"distributed training failed: {how}; log: {logs}/worker_1.log"
         assert err.value.details[0] == "last lines of worker_1.log:" and len(err.value.details) == 6
@@ -272,7 +272,7 @@ SRC = str(Path(attention_clusters.__file__).parents[1])  # the package under tes
 def fake_msrun(monkeypatch, pidfile, scheduler_s, worker_s, death=None):
     argv = [sys.executable, FAKE_LAUNCHER, str(pidfile), str(scheduler_s), str(worker_s)]
     extra = lambda log_dir: [str(log_dir), death] if death else []  # noqa: E731
-    monkeypatch.setattr(distributed, "worker_commands", lambda dist, script, log_dir: [(argv + extra(log_dir), {})])
+    monkeypatch.setattr(launcher, "worker_commands", lambda dist, script, log_dir: [(argv + extra(log_dir), {})])
 
 
 def started_pids(pidfile, count=2, timeout_s=30):
@@ -300,7 +300,7 @@ def test_busy_scheduler_port_is_one_line_within_seconds(tmp_path, monkeypatch):
         port = busy.getsockname()[1]
         start = time.monotonic()
         with pytest.raises(UserError) as err:
-            distributed.launch(settings(master_port=port), WORKER, tmp_path / "logs")
+            launcher.launch(settings(master_port=port), WORKER, tmp_path / "logs")
     assert time.monotonic() - start < 5 and not (tmp_path / "pids").exists()
     assert str(err.value) == (
         f"distributed.master_port: 127.0.0.1:{port} is already in use (Address already in use); "
@@ -310,10 +310,10 @@ def test_busy_scheduler_port_is_one_line_within_seconds(tmp_path, monkeypatch):
 
 def test_scheduler_exit_ends_the_job_and_its_workers(tmp_path, monkeypatch):
     fake_msrun(monkeypatch, tmp_path / "pids", 1, 120)
-    monkeypatch.setattr(distributed, "SCHEDULER_GRACE_S", 1)
+    monkeypatch.setattr(launcher, "SCHEDULER_GRACE_S", 1)
     start = time.monotonic()
     with pytest.raises(UserError, match=r"^distributed: the scheduler on 127.0.0.1:8133 \(distributed.master_port\) exited while the workers waited"):
-        distributed.launch(settings(master_port=8133), WORKER, tmp_path / "logs")
+        launcher.launch(settings(master_port=8133), WORKER, tmp_path / "logs")
     assert time.monotonic() - start < 30
     assert not any(running(pid) for pid in started_pids(tmp_path / "pids"))
 
@@ -340,7 +340,7 @@ def test_dead_worker_is_one_line_with_rank_exit_and_log(tmp_path, monkeypatch, d
     logs = tmp_path / "logs"
     start = time.monotonic()
     with pytest.raises(UserError) as err:
-        distributed.launch(settings(master_port=8135), WORKER, logs, poll_s=0.2)
+        launcher.launch(settings(master_port=8135), WORKER, logs, poll_s=0.2)
     assert time.monotonic() - start < 30
     assert str(err.value) == f"distributed training failed: rank 1 {how}; log: {logs}/worker_1.log"
     assert err.value.details == ("last lines of worker_1.log:", "  rank 1 started")
@@ -352,6 +352,6 @@ def test_short_tail_ends_at_the_exception_line(tmp_path):
     lines = ["[WARNING] a", "Traceback (most recent call last):", '  File "w.py", line 3, in <module>', "    init()",
              "RuntimeError: rank 1 dies", "", "----", "- C++ Call Stack: (For framework developers)", "x.cc:12 F"]
     log.write_text("\n".join(lines) + "\n")
-    assert distributed._short_tail(log, 4) == lines[1:5]
+    assert worker_logs.short_tail(log, 4) == lines[1:5]
     log.write_text("one\n\ntwo\n")
-    assert distributed._short_tail(log) == ["one", "two"]
+    assert worker_logs.short_tail(log) == ["one", "two"]

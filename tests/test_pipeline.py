@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from attention_clusters import inference, inputs, mnist, onednn
+from attention_clusters import idx, inference, inputs, mnist, onednn
 from conftest import ROOT, synthetic_split
 from test_deps import lock_mismatches
 
@@ -299,8 +299,8 @@ def write_mnist_folder(folder, seed):
     for split, n in (("train", 60), ("test", 20)):
         images, labels = synthetic_split(n, seed + n)
         image_name, label_name = mnist.FILES[split]
-        (folder / f"{image_name}.gz").write_bytes(gzip.compress(mnist.encode_images(images), mtime=0))
-        (folder / f"{label_name}.gz").write_bytes(gzip.compress(mnist.encode_labels(labels), mtime=0))
+        (folder / f"{image_name}.gz").write_bytes(gzip.compress(idx.encode_images(images), mtime=0))
+        (folder / f"{label_name}.gz").write_bytes(gzip.compress(idx.encode_labels(labels), mtime=0))
 
 
 def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .errors import UserError
-from .mnist import COLS, ROWS
+from .idx import COLS, ROWS
 from .storage import atomic_path
 
 NUM_DIGITS = 10
