@@ -21,10 +21,10 @@ import argparse
 import mindspore as ms
 import numpy as np
 from mindspore import ops
+from timing import median_rate
 
 from attention_clusters import device
 from attention_clusters.models.extractor import FrameExtractor
-from timing import median_rate
 
 FRAMES = 1600  # the feature stage's extraction batch: 64 videos x 25 frames
 FLOPS_PER_FRAME = 2 * (24 * 24 * 25 * 10 + 8 * 8 * 250 * 20 + 320 * 50)  # the SPEC 5 layers' multiply-adds, x2
@@ -38,12 +38,16 @@ def seconds_per_call(work, seconds):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure"
+    )
     args = parser.parse_args()
     device.init("CPU", seed=0)
     info = device.cpu()
-    print(f"host: {info['model']}, {info['cores']} cores, ISA {info['isa']}; "
-          f"ONEDNN_MAX_CPU_ISA {info['onednn_max_cpu_isa']}, oneDNN runs {info['onednn_isa']}")
+    print(
+        f"host: {info['model']}, {info['cores']} cores, ISA {info['isa']}; "
+        f"ONEDNN_MAX_CPU_ISA {info['onednn_max_cpu_isa']}, oneDNN runs {info['onednn_isa']}"
+    )
 
     side = round((FRAMES * FLOPS_PER_FRAME / 2) ** (1 / 3))  # a (side x side) @ (side x side) matmul of the same FLOPs
     a = ms.Tensor(np.random.default_rng(0).standard_normal((side, side)).astype(np.float32))
@@ -56,10 +60,14 @@ def main():
     for phase_convolutions in (False, True):
         net = FrameExtractor(phase_convolutions=phase_convolutions)
         net.set_train(False)
-        took = seconds_per_call(lambda: net(frames).asnumpy(), args.seconds)
-        mark = "  <- the fast one under this ISA (device.phase_convolutions_fast)" if phase_convolutions == chosen else ""
-        print(f"extractor forward, {net.kernels}: {took * 1000:.1f} ms ({FRAMES / took:,.0f} frames/s), "
-              f"{took / reference:.1f}x the matmul{mark}")
+        took = seconds_per_call(lambda net=net: net(frames).asnumpy(), args.seconds)
+        mark = (
+            "  <- the fast one under this ISA (device.phase_convolutions_fast)" if phase_convolutions == chosen else ""
+        )
+        print(
+            f"extractor forward, {net.kernels}: {took * 1000:.1f} ms ({FRAMES / took:,.0f} frames/s), "
+            f"{took / reference:.1f}x the matmul{mark}"
+        )
 
 
 if __name__ == "__main__":

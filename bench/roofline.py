@@ -19,7 +19,12 @@ import numpy as np
 
 FEATURES, FRAMES, HIDDEN, CLASSES = 50, 25, 128, 1024  # SPEC 6: F, L, the fc=2 hidden width, classes
 NOISY_CLASSES = 11  # SPEC 5: digits and "no digit"
-EXTRACTOR_LAYERS = ((24 * 24, 25, 10), (8 * 8, 250, 20), (1, 320, 50), (1, 50, NOISY_CLASSES))  # (outputs, fan-in, units)
+EXTRACTOR_LAYERS = (
+    (24 * 24, 25, 10),
+    (8 * 8, 250, 20),
+    (1, 320, 50),
+    (1, 50, NOISY_CLASSES),
+)  # (outputs, fan-in, units)
 
 
 def forward_macs(figure):
@@ -94,7 +99,8 @@ def line(figure, rate, profile, roof, batch):
     adam = 28 * parameters(figure)  # bytes a step: w, g, m, v read and w, m, v written
     busiest = ", ".join(f"{op} x{count:g} {ms:.3f} ms" for op, count, ms in profile["busiest"])
     return (
-        f"{figure}: {flops / 1e6:.2f} MFLOP/sample, Adam state {adam / 1e6:.2f} MB/step ({adam / batch / 1e3:.1f} kB/sample), "
+        f"{figure}: {flops / 1e6:.2f} MFLOP/sample, Adam state "
+        f"{adam / 1e6:.2f} MB/step ({adam / batch / 1e3:.1f} kB/sample), "
         f"{profile['per_step']:g} kernels/step taking {profile['kernel_ms_per_step']:.3f} ms, "
         f"{flops * rate / 1e9:.1f} GFLOP/s = {flops * rate / roof:.1%} of the large-matmul rate; busiest: {busiest}"
     )

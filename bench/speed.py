@@ -46,7 +46,6 @@ import subprocess
 import sys
 
 import numpy as np
-
 import roofline
 from timing import median_rate
 
@@ -59,7 +58,10 @@ AC_CLASSES = 1024  # Flash-MNIST labels (models.attention_cluster.NUM_CLASSES)
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
 IMPLEMENTATIONS = ("ours", "baseline", "torch")
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
-ISAS = {"native": {}, "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}}  # environment per setting
+ISAS = {
+    "native": {},
+    "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
+}  # environment per setting
 
 
 def host():
@@ -107,7 +109,9 @@ def extract_work(extractor, videos):
 
     def one_pass():
         lo = next(passes) % (len(videos) // EXTRACT_VIDEOS) * EXTRACT_VIDEOS
-        features.extract(extractor, videos[lo : lo + EXTRACT_VIDEOS], out[lo : lo + EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="extract")
+        features.extract(
+            extractor, videos[lo : lo + EXTRACT_VIDEOS], out[lo : lo + EXTRACT_VIDEOS], EXTRACT_VIDEOS, desc="extract"
+        )
 
     return one_pass, EXTRACT_VIDEOS * videos.shape[1], 1
 
@@ -126,11 +130,11 @@ def inputs(figure, samples=BATCH):
 def work_of(figure, ours):
     """``(work, items, steps)`` of one MindSpore figure: a callable doing one unit of its work,
     the samples or frames that unit handles and the training steps (or passes) it runs."""
+    from baselines import LoopAttentionCluster, PlainFrameExtractor
     from mindspore import nn
 
     from attention_clusters import device, onednn
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
-    from baselines import LoopAttentionCluster, PlainFrameExtractor
 
     if figure.startswith("extract") and ours:
         onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
@@ -200,7 +204,9 @@ def table(rates):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure")
+    parser.add_argument(
+        "--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure"
+    )
     parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
     parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -9,10 +9,9 @@ import math
 
 import numpy as np
 import torch
+from timing import median_rate
 from torch import nn
 from torch.nn import functional as F
-
-from timing import median_rate
 
 
 class TorchExtractor(nn.Module):

@@ -5,7 +5,9 @@ from attention_clusters import cli, mnist, mnist_sources, params, paths
 
 def run():
     p = params.load()
-    description, files = mnist_sources.acquire(p.mnist.source, p.mnist.folder, p.mnist.timeout_s, p.mnist.retries, paths.MNIST)
+    description, files = mnist_sources.acquire(
+        p.mnist.source, p.mnist.folder, p.mnist.timeout_s, p.mnist.retries, paths.MNIST
+    )
     provenance = mnist.write_dataset(files, description, paths.MNIST)
     counts = provenance["counts"]
     kind = "full MNIST" if provenance["full_mnist"] else "NOT full MNIST"

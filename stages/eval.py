@@ -2,7 +2,20 @@
 
 import numpy as np
 
-from attention_clusters import batching, cli, device, evaluation, inputs, mnist, params, paths, plots, splits, storage, trained_model
+from attention_clusters import (
+    batching,
+    cli,
+    device,
+    evaluation,
+    inputs,
+    mnist,
+    params,
+    paths,
+    plots,
+    splits,
+    storage,
+    trained_model,
+)
 from attention_clusters.models.attention_cluster import AttentionWeights
 
 SHOWN = 4  # test videos in the attention picture
@@ -12,7 +25,9 @@ def run():
     p = params.load()
     device.init(p.device_target)
     net, config = trained_model.load_model(paths.MODEL, expect={"fc": p.fc, "natt": p.natt})
-    test_x, test_y = splits.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"), sum(config["feature_dims"]))
+    test_x, test_y = splits.load_split(
+        paths.feature_file("test"), paths.flash_file("test", "labels"), sum(config["feature_dims"])
+    )
     logits = batching.predict(net, test_x, trained_model.EVAL_BATCH)
     provenance = mnist.read_provenance(paths.SOURCE_JSON)
     top1 = evaluation.accuracy(logits, test_y, 1)
@@ -39,7 +54,10 @@ def run():
     titles = [plots.prediction_title(pred, label) for pred, label in zip(np.argmax(logits[:SHOWN], axis=1), test_y)]
     plots.attention_figure(videos, weights, titles, paths.ATTENTION_PNG)
     scope = "full MNIST" if provenance["full_mnist"] else provenance["source"]
-    return f"test top-1 {top1:.2f} % (top-5 {report['top5']:.2f} %) on {len(test_y):,} videos, fc={config['fc']} natt={config['natt']} [{scope}]"
+    return (
+        f"test top-1 {top1:.2f} % (top-5 {report['top5']:.2f} %) on {len(test_y):,} "
+        f"videos, fc={config['fc']} natt={config['natt']} [{scope}]"
+    )
 
 
 if __name__ == "__main__":

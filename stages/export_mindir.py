@@ -22,7 +22,10 @@ def run():
         report[f"{file_format.lower()}_max_abs_diff"] = export.max_abs_difference(export.load_runner(path), net, batch)
     storage.write_json(paths.METRICS / "export.json", report)
     worst = max(report["mindir_max_abs_diff"], report["onnx_max_abs_diff"])
-    return f"wrote {paths.MODEL.with_suffix('.mindir')} and .onnx (batch {p.export.batch_size}); max |export - checkpoint| {worst:.2e}"
+    return (
+        f"wrote {paths.MODEL.with_suffix('.mindir')} and .onnx (batch "
+        f"{p.export.batch_size}); max |export - checkpoint| {worst:.2e}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,19 @@ import time
 
 import numpy as np
 
-from attention_clusters import batching, checkpoints, cli, device, evaluation, features, mnist, onednn, params, paths, storage
+from attention_clusters import (
+    batching,
+    checkpoints,
+    cli,
+    device,
+    evaluation,
+    features,
+    mnist,
+    onednn,
+    params,
+    paths,
+    storage,
+)
 from attention_clusters.models.extractor import FEATURE_DIM
 
 
@@ -54,7 +66,10 @@ def run():
             "kernels": extractor.kernels,
         },
     )
-    return f"Noisy-MNIST test top-1 {top1:.2f} %; trained at {train_fps:,.0f} frames/s, extracted {extracted:,} frames at {extract_fps:,.0f} frames/s"
+    return (
+        f"Noisy-MNIST test top-1 {top1:.2f} %; trained at {train_fps:,.0f} "
+        f"frames/s, extracted {extracted:,} frames at {extract_fps:,.0f} frames/s"
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ def run():
     for split, pool in POOLS.items():
         images, _ = mnist.read_split(paths.MNIST, pool)
         per_label = synth.scaled_count(
-            getattr(p.flash, f"{split}_per_label"), provenance["counts"][pool], mnist.FULL_COUNTS[pool], p.flash.min_per_label
+            getattr(p.flash, f"{split}_per_label"),
+            provenance["counts"][pool],
+            mnist.FULL_COUNTS[pool],
+            p.flash.min_per_label,
         )
         code = synth.SPLIT_CODES[split]
         labels = synth.flash_labels(per_label, [p.flash.seed, code, 0])

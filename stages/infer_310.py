@@ -17,7 +17,10 @@ def run():
     test_x, test_y = splits.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"))
     eval_predictions = storage.load_npy(paths.PREDICTIONS, ndim=1)
     if len(eval_predictions) != len(test_y):
-        raise errors.UserError(f"{paths.PREDICTIONS}: {len(eval_predictions)} predictions for {len(test_y)} test videos; run dvc repro eval")
+        raise errors.UserError(
+            f"{paths.PREDICTIONS}: {len(eval_predictions)} predictions "
+            f"for {len(test_y)} test videos; run dvc repro eval"
+        )
     exported = storage.read_json(paths.METRICS / "export.json")
     batch_size = p.export.batch_size
     if not isinstance(exported, dict) or exported.get("batch_size") != batch_size:
@@ -36,7 +39,9 @@ def run():
     predictions, labels = inference.postprocess(paths.INFER, NUM_CLASSES)
     differ = int((predictions != eval_predictions).sum())
     if differ:
-        raise errors.UserError(f"{differ} of {len(labels)} predictions differ from the eval stage's ({paths.PREDICTIONS})")
+        raise errors.UserError(
+            f"{differ} of {len(labels)} predictions differ from the eval stage's ({paths.PREDICTIONS})"
+        )
     top1 = 100.0 * float((predictions == labels).mean())
     report = {
         "top1": round(top1, 4),
@@ -49,7 +54,10 @@ def run():
         "videos_per_s": round(len(labels) / (latencies.sum() / 1000.0), 1),
     }
     storage.write_json(paths.METRICS / "infer.json", report)
-    return f"top-1 {top1:.2f} % on {len(labels):,} videos via {p.infer.backend}, equal to eval; median batch latency {report['latency_ms_median']:.2f} ms"
+    return (
+        f"top-1 {top1:.2f} % on {len(labels):,} videos via {p.infer.backend}, "
+        f"equal to eval; median batch latency {report['latency_ms_median']:.2f} ms"
+    )
 
 
 if __name__ == "__main__":

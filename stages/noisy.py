@@ -1,6 +1,5 @@
 """Stage noisy: Noisy-MNIST, 11 classes (SPEC 3), for the feature extractor."""
 
-
 from attention_clusters import cli, mnist, params, paths, storage, synth
 
 

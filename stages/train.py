@@ -6,7 +6,19 @@ With ``distributed.launcher`` set, this script starts its own workers through th
 
 import contextlib
 
-from attention_clusters import cli, device, distributed, launcher, params, paths, resume, splits, storage, trained_model, training
+from attention_clusters import (
+    cli,
+    device,
+    distributed,
+    launcher,
+    params,
+    paths,
+    resume,
+    splits,
+    storage,
+    trained_model,
+    training,
+)
 from attention_clusters.live_log import LiveLog
 from attention_clusters.models.extractor import FEATURE_DIM
 
@@ -22,7 +34,9 @@ def train(p, rank, world_size):
         state = trainer.fit(state)
         if rank == 0:
             live.commit()  # complete outputs also when no epoch was left to run
-            trained_model.publish(paths.TRAIN_STATE, paths.MODEL, trained_model.model_config(p, (train_x.shape[2],)), state)
+            trained_model.publish(
+                paths.TRAIN_STATE, paths.MODEL, trained_model.model_config(p, (train_x.shape[2],)), state
+            )
 
 
 def run():

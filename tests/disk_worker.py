@@ -27,7 +27,12 @@ def attempt(name, target, write):
     except UserError as err:
         outcome = str(err)
     intact = (folder / target).read_bytes() == before
-    print(json.dumps({"case": name, "outcome": outcome, "intact": intact, "files": sorted(p.name for p in folder.iterdir())}), flush=True)
+    print(
+        json.dumps(
+            {"case": name, "outcome": outcome, "intact": intact, "files": sorted(p.name for p in folder.iterdir())}
+        ),
+        flush=True,
+    )
 
 
 def memmap(path):

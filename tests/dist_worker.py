@@ -31,4 +31,6 @@ p.__dict__.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant"
 trainer = training.Trainer(p, x, y, x[:64], y[:64], out / "state", rank, world_size, log=lambda line: None)
 state = trainer.fit(resume.load_state(out / "state", "test", p.epochs))
 np.savez(out / f"rank{rank}.npz", **{q.name: q.asnumpy() for q in trainer.net.get_parameters()})
-(out / f"rank{rank}.json").write_text(json.dumps({"world_size": world_size, "losses": [h["train_loss"] for h in state["history"]]}))
+(out / f"rank{rank}.json").write_text(
+    json.dumps({"world_size": world_size, "losses": [h["train_loss"] for h in state["history"]]})
+)

@@ -19,7 +19,10 @@ import time
 
 pidfile, scheduler_s, worker_s = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 log_dir, death = (sys.argv[4], sys.argv[5]) if len(sys.argv) > 5 else (None, None)
-subprocess.Popen([sys.executable, "-c", f"import sys, time; time.sleep({scheduler_s}); sys.exit(1)"], env=dict(os.environ, MS_ROLE="MS_SCHED"))
+subprocess.Popen(
+    [sys.executable, "-c", f"import sys, time; time.sleep({scheduler_s}); sys.exit(1)"],
+    env=dict(os.environ, MS_ROLE="MS_SCHED"),
+)
 worker = f"import os, time; open({pidfile!r}, 'a').write(f'{{os.getpid()}}\\n'); "
 worker += "print('rank', os.environ['MS_NODE_ID'], 'started', flush=True); "
 dying = worker + "time.sleep(2); " + ("os.kill(os.getpid(), 9)" if death == "kill" else f"raise SystemExit({death})")

@@ -13,6 +13,7 @@ from attention_clusters import cli, launcher
 pidfile, port = sys.argv[1], int(sys.argv[2])
 fake = [sys.executable, str(Path(__file__).with_name("fake_launcher.py")), pidfile, "120", "120"]
 launcher.worker_commands = lambda dist, script, log_dir: [(fake, {})]
-dist = SimpleNamespace(launcher="msrun", workers=2, rank_table="", master_port=port, nodes=1, node_rank=0,
-                       master_addr="127.0.0.1")
+dist = SimpleNamespace(
+    launcher="msrun", workers=2, rank_table="", master_port=port, nodes=1, node_rank=0, master_addr="127.0.0.1"
+)
 cli.main("launch", lambda: launcher.launch(dist, "unused.py", Path("logs")) or "done")

@@ -15,5 +15,8 @@ from types import SimpleNamespace
 from attention_clusters import cli, launcher
 
 dist = SimpleNamespace(**json.loads(sys.argv[1]))
-cli.main("node", lambda: launcher.launch(dist, sys.argv[2], Path(sys.argv[3])) or f"node {dist.node_rank} done",
-         check_inputs=False)
+cli.main(
+    "node",
+    lambda: launcher.launch(dist, sys.argv[2], Path(sys.argv[3])) or f"node {dist.node_rank} done",
+    check_inputs=False,
+)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from attention_clusters import inputs
-from conftest import ROOT
 
 SRC = ROOT / "src"
 PACKAGE = "attention_clusters"
@@ -40,7 +40,11 @@ def imported_files(path):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             parts = package.split(".")
-            base = ".".join(parts[: len(parts) - node.level + 1] + [node.module or ""]).strip(".") if node.level else node.module
+            base = (
+                ".".join(parts[: len(parts) - node.level + 1] + [node.module or ""]).strip(".")
+                if node.level
+                else node.module
+            )
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import module`
     files = set()
@@ -107,7 +111,11 @@ def lock_mismatches(repo):
                 continue
             for kind, entries in change.items():
                 if kind == "changed deps":
-                    stale += [(stage, path, why) for path, why in entries.items() if why != "deleted" or not inputs.producer(path, stages)]
+                    stale += [
+                        (stage, path, why)
+                        for path, why in entries.items()
+                        if why != "deleted" or not inputs.producer(path, stages)
+                    ]
                 elif kind != "changed outs":
                     stale.append((stage, kind, entries))
     return stale

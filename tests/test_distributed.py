@@ -12,18 +12,25 @@ from types import SimpleNamespace
 import numpy as np
 import psutil
 import pytest
+from conftest import ROOT
 
 import attention_clusters
 from attention_clusters import distributed, launcher, rank_table, worker_logs
 from attention_clusters.errors import UserError
-from conftest import ROOT
 
 WORKER = str(ROOT / "tests" / "dist_worker.py")
 
 
 def settings(**kw):
-    base = {"launcher": "msrun", "workers": 2, "rank_table": "", "master_port": 8119, "nodes": 1, "node_rank": 0,
-            "master_addr": "127.0.0.1"}
+    base = {
+        "launcher": "msrun",
+        "workers": 2,
+        "rank_table": "",
+        "master_port": 8119,
+        "nodes": 1,
+        "node_rank": 0,
+        "master_addr": "127.0.0.1",
+    }
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -34,9 +41,13 @@ def write_rank_table(tmp_path, devices, servers=1):
         "version": "1.0",
         "server_count": str(servers),
         "server_list": [
-            {"server_id": f"10.0.0.{s + 1}",
-             "device": [{"device_id": str(d), "device_ip": f"192.168.{d}.{s + 2}", "rank_id": str(r + s * len(devices))}
-                        for r, d in devices]}
+            {
+                "server_id": f"10.0.0.{s + 1}",
+                "device": [
+                    {"device_id": str(d), "device_ip": f"192.168.{d}.{s + 2}", "rank_id": str(r + s * len(devices))}
+                    for r, d in devices
+                ],
+            }
             for s in range(servers)
         ],
         "status": "completed",
@@ -48,7 +59,9 @@ def write_rank_table(tmp_path, devices, servers=1):
 
 def test_rank_table_commands_set_the_hccl_environment(tmp_path):
     path = write_rank_table(tmp_path, [(1, 5), (0, 4)])
-    commands = launcher.worker_commands(settings(launcher="rank_table", rank_table=str(path)), "stages/train.py", tmp_path)
+    commands = launcher.worker_commands(
+        settings(launcher="rank_table", rank_table=str(path)), "stages/train.py", tmp_path
+    )
     assert [env for _, env in commands] == [
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "0", "DEVICE_ID": "4"},
         {"RANK_TABLE_FILE": str(path.resolve()), "RANK_SIZE": "2", "RANK_ID": "1", "DEVICE_ID": "5"},
@@ -120,21 +133,29 @@ def test_multi_server_rank_table_validation(tmp_path):
 
 
 def test_msrun_across_machines(tmp_path):
-    (argv, _), = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
+    ((argv, _),) = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
     assert "--master_addr=127.0.0.1" in argv and "--node_rank=0" in argv  # one machine: the defaults
     dist = settings(workers=4, nodes=3, node_rank=2, master_addr="10.1.2.3")
     distributed.check_settings(dist, "CPU")
-    (argv, _), = launcher.worker_commands(dist, "stages/train.py", tmp_path)
-    assert argv[:6] == ["msrun", "--worker_num=12", "--local_worker_num=4", "--master_addr=10.1.2.3",
-                        "--master_port=8119", "--node_rank=2"]
+    ((argv, _),) = launcher.worker_commands(dist, "stages/train.py", tmp_path)
+    assert argv[:6] == [
+        "msrun",
+        "--worker_num=12",
+        "--local_worker_num=4",
+        "--master_addr=10.1.2.3",
+        "--master_port=8119",
+        "--node_rank=2",
+    ]
     assert distributed.total_workers(dist) == 12
 
 
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"nodes": 2, "node_rank": 2, "master_addr": "10.1.2.3"},
-         "node_rank is 2 but distributed.nodes is 2; node ranks are 0..1"),
+        (
+            {"nodes": 2, "node_rank": 2, "master_addr": "10.1.2.3"},
+            "node_rank is 2 but distributed.nodes is 2; node ranks are 0..1",
+        ),
         ({"nodes": 2, "launcher": "mpirun", "master_addr": "10.1.2.3"}, "several machines need msrun"),
         ({"nodes": 2}, "master_addr is 127.0.0.1, which the other 1 machine\\(s\\) cannot reach"),
         ({"nodes": 2, "master_addr": "localhost"}, "master_addr is localhost, which"),
@@ -170,9 +191,9 @@ def test_workers_need_a_launcher():
 
 
 def test_msrun_and_mpirun_commands(tmp_path):
-    (argv, _), = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
+    ((argv, _),) = launcher.worker_commands(settings(), "stages/train.py", tmp_path)
     assert argv[:3] == ["msrun", "--worker_num=2", "--local_worker_num=2"] and argv[-1] == "stages/train.py"
-    (argv, env), = launcher.worker_commands(settings(launcher="mpirun"), "stages/train.py", tmp_path)
+    ((argv, env),) = launcher.worker_commands(settings(launcher="mpirun"), "stages/train.py", tmp_path)
     assert argv[:3] == ["mpirun", "-n", "2"] and env["OMPI_ALLOW_RUN_AS_ROOT"] == "1"
 
 
@@ -312,7 +333,13 @@ def test_scheduler_exit_ends_the_job_and_its_workers(tmp_path, monkeypatch):
     fake_msrun(monkeypatch, tmp_path / "pids", 1, 120)
     monkeypatch.setattr(launcher, "SCHEDULER_GRACE_S", 1)
     start = time.monotonic()
-    with pytest.raises(UserError, match=r"^distributed: the scheduler on 127.0.0.1:8133 \(distributed.master_port\) exited while the workers waited"):
+    with pytest.raises(
+        UserError,
+        match=(
+            r"^distributed: the scheduler on 127.0.0.1:8133 "
+            r"\(distributed.master_port\) exited while the workers waited"
+        ),
+    ):
         launcher.launch(settings(master_port=8133), WORKER, tmp_path / "logs")
     assert time.monotonic() - start < 30
     assert not any(running(pid) for pid in started_pids(tmp_path / "pids"))
@@ -323,7 +350,9 @@ def test_interrupted_launcher_stops_every_worker(tmp_path, signum):
     (tmp_path / "dvc.yaml").write_text("stages:\n  launch:\n    cmd: python launch_driver.py\n")
     pidfile = tmp_path / "pids"
     env = dict(os.environ, PYTHONPATH=SRC)
-    driver = subprocess.Popen([sys.executable, DRIVER, str(pidfile), "8134"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    driver = subprocess.Popen(
+        [sys.executable, DRIVER, str(pidfile), "8134"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         pids = started_pids(pidfile)
         driver.send_signal(signum)
@@ -349,8 +378,17 @@ def test_dead_worker_is_one_line_with_rank_exit_and_log(tmp_path, monkeypatch, d
 
 def test_short_tail_ends_at_the_exception_line(tmp_path):
     log = tmp_path / "worker_1.log"
-    lines = ["[WARNING] a", "Traceback (most recent call last):", '  File "w.py", line 3, in <module>', "    init()",
-             "RuntimeError: rank 1 dies", "", "----", "- C++ Call Stack: (For framework developers)", "x.cc:12 F"]
+    lines = [
+        "[WARNING] a",
+        "Traceback (most recent call last):",
+        '  File "w.py", line 3, in <module>',
+        "    init()",
+        "RuntimeError: rank 1 dies",
+        "",
+        "----",
+        "- C++ Call Stack: (For framework developers)",
+        "x.cc:12 F",
+    ]
     log.write_text("\n".join(lines) + "\n")
     assert worker_logs.short_tail(log, 4) == lines[1:5]
     log.write_text("one\n\ntwo\n")

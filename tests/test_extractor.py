@@ -8,11 +8,11 @@ import sys
 import mindspore as ms
 import numpy as np
 import pytest
+from conftest import ROOT
 from mindspore import nn
 
 from attention_clusters import device, onednn
 from attention_clusters.models.extractor import FrameExtractor, column_shifts, row_selectors
-from conftest import ROOT
 
 device.init("CPU", seed=0)
 
@@ -40,7 +40,9 @@ def reference_features(frames, p):
     x = np.maximum(max_pool2(conv_valid(x, p["conv1.weight"], p["conv1.bias"])), 0)
     x = np.maximum(max_pool2(conv_valid(x, p["conv2.weight"], p["conv2.bias"])), 0)
     x = np.maximum(x.reshape(len(x), -1) @ p["fc1.weight"].T + p["fc1.bias"], 0)
-    return x - x.max(axis=1, keepdims=True) - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))
+    return (
+        x - x.max(axis=1, keepdims=True) - np.log(np.exp(x - x.max(axis=1, keepdims=True)).sum(axis=1, keepdims=True))
+    )
 
 
 def test_selectors_place_rows_and_columns():
@@ -86,7 +88,10 @@ class Summed(nn.Cell):
 def test_phase_convolutions_agree_with_banded_products(train):
     """Same parameters, both formulations: equal outputs in inference, and in training (the max
     as b + relu(a - b)) equal second-block maps before dropout and equal parameter gradients."""
-    banded, phase = FrameExtractor(dropout=0.0, phase_convolutions=False), FrameExtractor(dropout=0.0, phase_convolutions=True)
+    banded, phase = (
+        FrameExtractor(dropout=0.0, phase_convolutions=False),
+        FrameExtractor(dropout=0.0, phase_convolutions=True),
+    )
     ms.load_param_into_net(phase, banded.parameters_dict())
     frames = ms.Tensor(np.random.default_rng(5).integers(0, 256, (32, 28, 28), dtype=np.uint8))
     outs = []
@@ -149,7 +154,16 @@ def test_training_is_bit_reproducible_on_all_threads(isa, kernels):
     """
     env = {key: value for key, value in os.environ.items() if key not in onednn.CAP_VARIABLES}
     env.update(PYTHONPATH=str(ROOT / "src"), **({} if isa == "unset" else {"ONEDNN_MAX_CPU_ISA": isa}))
-    procs = [subprocess.Popen([sys.executable, "-c", TRAIN_AND_HASH, kernels], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True) for _ in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TRAIN_AND_HASH, kernels],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(3)
+    ]
     hashes = {proc.communicate(timeout=600)[0].strip().splitlines()[-1] for proc in procs}
     assert all(proc.returncode == 0 for proc in procs)
     assert len(hashes) == 1, hashes

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 import attention_clusters
 from attention_clusters import inputs
 from attention_clusters.errors import UserError
-from conftest import ROOT
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 SRC = Path(attention_clusters.__file__).parents[1]
@@ -47,7 +47,9 @@ def test_missing_folder_names_the_stage_that_writes_it(repo):
 
 
 def test_missing_file_empty_folder_and_missing_code(repo):
-    with pytest.raises(UserError, match="^data/features/test.npy: input of stage eval not found; run the feature stage first"):
+    with pytest.raises(
+        UserError, match="^data/features/test.npy: input of stage eval not found; run the feature stage first"
+    ):
         (repo / "models").mkdir()
         for name in ("attention_cluster.ckpt", "attention_cluster.json"):
             (repo / "models" / name).write_text("x")
@@ -55,7 +57,9 @@ def test_missing_file_empty_folder_and_missing_code(repo):
     (repo / "data/flash").mkdir(parents=True)
     (repo / "data/mnist").mkdir(parents=True)
     (repo / "data/mnist/source.json").write_text("{}")
-    with pytest.raises(UserError, match="^data/flash: input of stage feature is an empty folder; run the flash stage first"):
+    with pytest.raises(
+        UserError, match="^data/flash: input of stage feature is an empty folder; run the flash stage first"
+    ):
         (repo / "data/noisy").mkdir(parents=True)
         (repo / "data/noisy/x.npy").write_text("x")
         inputs.check("feature")
@@ -73,7 +77,12 @@ def test_feature_stage_stops_before_training(repo):
         np.save(repo / f"data/noisy/{split}_frames.npy", np.zeros((640, 28, 28), np.uint8))
         np.save(repo / f"data/noisy/{split}_labels.npy", (np.arange(640) % 11).astype(np.uint8))
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    result = subprocess.run([sys.executable, "stages/feature.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "stages/feature.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "feature: error: data/flash: input of stage feature not found; run the flash stage first: dvc repro flash"
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == "feature: error: data/flash: input of stage feature not found; run the flash stage first: dvc repro flash"
+    )
     assert "extractor epoch" not in result.stdout + result.stderr

@@ -8,10 +8,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import SHARED_MNIST, synthetic_split
 
 from attention_clusters import idx, mnist, mnist_sources
 from attention_clusters.errors import UserError
-from conftest import SHARED_MNIST, synthetic_split
 
 
 def test_idx_round_trip():
@@ -92,7 +92,10 @@ def test_write_dataset_checks_before_writing(tmp_path, idx_files):
     provenance = mnist.write_dataset(idx_files, "synthetic", out)
     assert provenance["counts"] == {"train": 60, "test": 20}
     assert provenance["full_mnist"] is False
-    assert provenance["sha256"]["train-images-idx3-ubyte"] == hashlib.sha256(idx_files["train-images-idx3-ubyte"]).hexdigest()
+    assert (
+        provenance["sha256"]["train-images-idx3-ubyte"]
+        == hashlib.sha256(idx_files["train-images-idx3-ubyte"]).hexdigest()
+    )
     images, labels = mnist.read_split(out, "test")
     assert images.shape == (20, 28, 28) and labels.tolist() == [k % 10 for k in range(20)]
     assert sorted(p.name for p in out.iterdir()) == sorted(list(idx_files) + ["source.json"])
@@ -167,8 +170,10 @@ def test_mirror_download_verifies_md5_in_a_temporary_folder(mirror, idx_files, m
     refused, mismatch = capsys.readouterr().err.splitlines()
     assert refused.startswith(f"download_mnist: mirror failed: {dead}train-images-idx3-ubyte.gz: ConnectionError: ")
     assert "Connection refused" in refused
-    assert mismatch == (f"download_mnist: mirror failed: {mirror.url}train-images-idx3-ubyte.gz: MD5 mismatch "
-                        "(expected the published f68b3c2dcbeaaa9fbdd348bbdeb94873)")
+    assert mismatch == (
+        f"download_mnist: mirror failed: {mirror.url}train-images-idx3-ubyte.gz: MD5 mismatch "
+        "(expected the published f68b3c2dcbeaaa9fbdd348bbdeb94873)"
+    )
     monkeypatch.setattr(mnist_sources, "GZ_MD5", served_md5(mirror))
     mirror.watch = out
     assert mnist_sources.from_mirrors(2, 0, out, mirrors=(dead, mirror.url)) == (mirror.url, idx_files)
@@ -224,8 +229,10 @@ def test_a_mirror_closing_mid_file_moves_on_to_the_next(mirror, idx_files, monke
         monkeypatch.setattr(mnist_sources, "GZ_MD5", served_md5(mirror))
         assert mnist_sources.from_mirrors(2, 0, tmp_path, mirrors=(short_url, mirror.url)) == (mirror.url, idx_files)
         err = capsys.readouterr().err
-        assert (f"mirror failed: {short_url}train-images-idx3-ubyte.gz: ChunkedEncodingError: "
-                "Connection broken: IncompleteRead(10 bytes read, 99990 more expected)") in err
+        assert (
+            f"mirror failed: {short_url}train-images-idx3-ubyte.gz: ChunkedEncodingError: "
+            "Connection broken: IncompleteRead(10 bytes read, 99990 more expected)"
+        ) in err
         monkeypatch.setattr(mnist_sources, "MIRRORS", (short_url,))
         description, files = mnist_sources.acquire("auto", timeout_s=2, retries=0, download_dir=tmp_path)
         assert description.startswith("embedded") and len(files) == 4

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT
 
 import attention_clusters
 from attention_clusters import device
 from attention_clusters.models.attention_cluster import AttentionCluster, AttentionWeights
-from conftest import ROOT
 
 device.init("CPU", seed=0)
 
@@ -111,11 +111,20 @@ def pinned(package):
     return None
 
 
-@pytest.mark.skipif(np.__version__ != pinned("numpy"), reason=f"numpy {np.__version__} is not the pinned {pinned('numpy')}: run test.sh (it installs the pins)")
+@pytest.mark.skipif(
+    np.__version__ != pinned("numpy"),
+    reason=f"numpy {np.__version__} is not the pinned {pinned('numpy')}: run test.sh (it installs the pins)",
+)
 def test_checkpoint_runs_eagerly_in_pynative_mode(tmp_path):
     """A user loads our checkpoint in MindSpore's default (PyNative) mode and runs it."""
     env = dict(os.environ, PYTHONPATH=str(Path(attention_clusters.__file__).parents[1]))
-    result = subprocess.run([sys.executable, "-c", EAGER, str(tmp_path / "model.ckpt")], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", EAGER, str(tmp_path / "model.ckpt")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "compiled using NumPy 1.x" not in result.stderr and "Numpy init failed" not in result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -13,10 +13,10 @@ import mindspore as ms
 import numpy as np
 import pytest
 from mindspore import nn
+from test_training import fit, settings, train_stage  # noqa: F401 (a fixture)
 
 from attention_clusters import checkpoints, device, resume, train_step
 from attention_clusters.errors import UserError
-from test_training import fit, settings, train_stage  # noqa: F401 (fixture)
 
 device.init("CPU", seed=0)
 
@@ -150,9 +150,15 @@ def test_patience_stops_when_validation_stalls(tmp_path):
     assert again["epoch"] == 3
 
 
-def test_schedule_settings_are_in_the_fingerprint(train_stage):
+def test_schedule_settings_are_in_the_fingerprint(train_stage):  # noqa: F811 (the imported fixture)
     base = resume.fingerprint(settings(5), 1)
-    for change in ({"loss_reduction": "mean"}, {"optimizer": "adamw"}, {"lr_schedule": "cosine"}, {"warmup_epochs": 1}, {"patience": 3}):
+    for change in (
+        {"loss_reduction": "mean"},
+        {"optimizer": "adamw"},
+        {"lr_schedule": "cosine"},
+        {"warmup_epochs": 1},
+        {"patience": 3},
+    ):
         assert resume.fingerprint(settings(5, **change), 1) != base, change
     assert resume.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
     cosine = resume.fingerprint(settings(5, lr_schedule="cosine"), 1)

@@ -2,10 +2,10 @@ import copy
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from attention_clusters import params
 from attention_clusters.errors import UserError
-from conftest import ROOT
 
 DEFAULTS = yaml.safe_load((ROOT / "params.yaml").read_text())
 
@@ -24,7 +24,13 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
     p = params.load(ROOT / "params.yaml")
     assert (p.fc, p.natt, p.lr, p.weight_decay, p.batch_size, p.epochs) == (1, 1, 0.001, 0.0, 64, 200)
     assert p.flash.train_per_label == 100
-    assert (p.loss_reduction, p.optimizer, p.lr_schedule, p.warmup_epochs, p.patience) == ("sum", "adam", "constant", 0, 0)  # ModelZoo
+    assert (p.loss_reduction, p.optimizer, p.lr_schedule, p.warmup_epochs, p.patience) == (
+        "sum",
+        "adam",
+        "constant",
+        0,
+        0,
+    )  # ModelZoo
 
 
 @pytest.mark.parametrize(
@@ -123,7 +129,6 @@ def test_empty_group_and_odd_files(tmp_path):
         params.load(tmp_path / "params.yaml")
     with pytest.raises(UserError, match="cannot read"):
         params.load(tmp_path)
-
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-
-from attention_clusters import idx, inference, inputs, mnist, onednn
 from conftest import ROOT, synthetic_split
 from test_deps import lock_mismatches
+
+from attention_clusters import idx, inference, inputs, mnist, onednn
 
 pytestmark = pytest.mark.slow  # a whole dvc repro, then experiments on it: minutes
 
@@ -32,7 +32,11 @@ AUDIT = ROOT / "tests" / "audit"  # sitecustomize.py: records what each stage re
 READ_NOT_OUTPUT = {
     "download_mnist": {"mnist.timeout_s", "mnist.retries"},  # how hard to try a mirror
     "train": {  # how and where the workers start
-        "distributed.launcher", "distributed.master_port", "distributed.rank_table", "distributed.master_addr", "distributed.node_rank",
+        "distributed.launcher",
+        "distributed.master_port",
+        "distributed.rank_table",
+        "distributed.master_addr",
+        "distributed.node_rank",
     },
     "eval": {"fc", "natt"},  # only compared with the checkpoint's JSON
     "export_mindir": {"fc", "natt"},
@@ -76,11 +80,17 @@ def repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("e2e") / "repo"
     files = run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], ROOT).stdout.split()
     for name in files:
-        generated = name.startswith(("data/", "models/", "dvclive/", "plots/")) and not name.startswith("data/mnist_files/")
+        generated = name.startswith(("data/", "models/", "dvclive/", "plots/")) and not name.startswith(
+            "data/mnist_files/"
+        )
         if (ROOT / name).is_file() and not generated:
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, repo / name)
-    counts = {"flash.train_per_label": 30, "flash.val_per_label": 1, "flash.min_per_label": 4}  # train 30 -> 2 -> floor 4, val 1, test 10 -> 1 -> floor 4
+    counts = {
+        "flash.train_per_label": 30,
+        "flash.val_per_label": 1,
+        "flash.min_per_label": 4,
+    }  # train 30 -> 2 -> floor 4, val 1, test 10 -> 1 -> floor 4
     set_params(repo, **{"mnist.source": "embedded", **counts, "epochs": 60, "batch_size": 32})
     (repo.parent / "audit").mkdir()
     run(["git", "init", "-q"], repo)
@@ -123,10 +133,14 @@ def test_every_stage_declares_the_files_it_reads(repo):
         spec = stages[name]
         deps = [d.replace("${mnist.folder}", folder) for d in inputs._paths(spec.get("deps"))]
         outs = inputs._paths(spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", []))
-        data = [f for f in record["read"] if "__pycache__" not in f and not f.endswith(".py") and not (repo / f).is_dir()]
+        data = [
+            f for f in record["read"] if "__pycache__" not in f and not f.endswith(".py") and not (repo / f).is_dir()
+        ]
         undeclared = [f for f in data if not covered(f, deps + outs + ["params.yaml", "dvc.yaml", *NOT_INPUTS])]
         assert not undeclared, f"{name} reads {undeclared} but dvc.yaml does not list them"
-        code = {f.replace("__pycache__/", "").split(".cpython")[0] + ".py" for f in record["read"] if "__pycache__" in f}
+        code = {
+            f.replace("__pycache__/", "").split(".cpython")[0] + ".py" for f in record["read"] if "__pycache__" in f
+        }
         assert code <= set(deps), f"{name} imported {sorted(code - set(deps))}, not in its deps"
 
 
@@ -193,7 +207,9 @@ def test_export_and_infer_agree_with_eval(repo):
     report = json.loads((repo / "metrics/eval.json").read_text())
     assert len(list((repo / "data/infer/result").glob("batch_*.bin"))) == 64
     predictions, labels = inference.postprocess(repo / "data/infer", 1024)  # the exported model's answers
-    np.testing.assert_array_equal(predictions, np.load(repo / "models/test_predictions.npy"))  # the checkpoint's, in eval
+    np.testing.assert_array_equal(
+        predictions, np.load(repo / "models/test_predictions.npy")
+    )  # the checkpoint's, in eval
     assert infer["test_videos"] == len(labels) == 4096 and infer["top1"] == report["top1"]
     assert infer["latency_ms_p95"] >= infer["latency_ms_median"] > 0
 
@@ -210,7 +226,10 @@ def test_infer_fails_where_the_export_disagrees_with_eval(repo):
     finally:
         saved.write_bytes(original)
     assert result.returncode == 1
-    assert "infer_310: error: 1 of 4096 predictions differ from the eval stage's (models/test_predictions.npy)" in result.stderr
+    assert (
+        "infer_310: error: 1 of 4096 predictions differ from the eval stage's (models/test_predictions.npy)"
+        in result.stderr
+    )
     assert (repo / "metrics/infer.json").read_bytes() == metrics
 
 
@@ -325,7 +344,10 @@ def test_sweep_queues_runs_and_tabulates_a_published_row(repo):
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before sweep"], repo, check=False)
     sweep = [sys.executable, "scripts/sweep.py"]
     queued = run([*sweep, "queue", "--rows", "1/4", "--epochs", "1", "--run"], repo)
-    assert "dvc exp run --queue -n pub-fc1-natt4-e1 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1" in queued.stdout
+    assert (
+        "dvc exp run --queue -n pub-fc1-natt4-e1 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1"
+        in queued.stdout
+    )
     run([*sweep, "table"], repo)
     table = pd.read_csv(repo / "metrics/published_comparison.csv")
     row = table[(table.fc == 1) & (table.natt == 4)].iloc[0]

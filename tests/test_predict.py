@@ -74,8 +74,11 @@ def direct(model, video):
 
 
 def run_predict(model, video_path, *extra):
-    return predict.run(predict.parse_args([str(video_path), "--extractor", str(model["extractor"]),
-                                           "--model", str(model["model"]), *extra]))
+    return predict.run(
+        predict.parse_args(
+            [str(video_path), "--extractor", str(model["extractor"]), "--model", str(model["model"]), *extra]
+        )
+    )
 
 
 @pytest.mark.parametrize("kind", ["npy", "gif", "folder"])
@@ -207,10 +210,19 @@ def test_batch_videos_must_be_positive(capsys):
 
 def test_command_line_error_has_no_traceback(model, inputs, tmp_path):
     _, paths = inputs
-    command = [sys.executable, "-m", "attention_clusters.predict", str(paths["npy"]),
-               "--extractor", str(model["extractor"]), "--model", str(tmp_path / "m.ckpt")]
-    done = subprocess.run(command, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True,
-                          timeout=120)
+    command = [
+        sys.executable,
+        "-m",
+        "attention_clusters.predict",
+        str(paths["npy"]),
+        "--extractor",
+        str(model["extractor"]),
+        "--model",
+        str(tmp_path / "m.ckpt"),
+    ]
+    done = subprocess.run(
+        command, cwd=tmp_path, env=dict(os.environ, PYTHONPATH=SRC), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1
     errors = [line for line in done.stderr.splitlines() if "WARNING" not in line]
     message = "model not found; train it (dvc repro train) or give its path"
@@ -221,7 +233,12 @@ def test_importing_predict_sets_no_onednn_cap():
     """Only the command line caps oneDNN (predict.main): importing the module, as tests and user
     code do, leaves os.environ without a cap."""
     env = {name: value for name, value in os.environ.items() if name not in onednn.CAP_VARIABLES}
-    code = "import os; from attention_clusters import onednn, predict; print([n for n in onednn.CAP_VARIABLES if n in os.environ])"
-    done = subprocess.run([sys.executable, "-c", code], env=dict(env, PYTHONPATH=SRC), capture_output=True, text=True, timeout=120)
+    code = (
+        "import os; from attention_clusters import onednn, predict; "
+        "print([n for n in onednn.CAP_VARIABLES if n in os.environ])"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=dict(env, PYTHONPATH=SRC), capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"

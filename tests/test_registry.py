@@ -2,10 +2,10 @@
 
 import pytest
 import yaml
+from conftest import ROOT
 from dvc.repo.artifacts import check_name_format
 
 from attention_clusters import inputs
-from conftest import ROOT
 
 DVC_YAML = ROOT / "dvc.yaml"
 
@@ -33,8 +33,12 @@ def test_every_artifact_is_an_output_of_a_stage(tree):
         makers[name] = inputs.producer(artifact["path"], stages)
         outs = [next(iter(out)) if isinstance(out, dict) else out for out in stages[makers[name]]["outs"]]
         assert artifact["path"] in outs, name  # a cached output, not a metric or plot
-    assert makers == {"attention-cluster": "train", "frame-extractor": "feature",
-                      "attention-cluster-mindir": "export_mindir", "attention-cluster-onnx": "export_mindir"}
+    assert makers == {
+        "attention-cluster": "train",
+        "frame-extractor": "feature",
+        "attention-cluster-mindir": "export_mindir",
+        "attention-cluster-onnx": "export_mindir",
+    }
 
 
 def test_dvc_reads_the_artifacts():

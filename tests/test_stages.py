@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 import attention_clusters
-from conftest import ROOT
 
 SRC = Path(attention_clusters.__file__).parents[1]  # the package under test
 VIDEOS = {"train": 256, "val": 64, "test": 64}
@@ -48,7 +48,9 @@ def repo(tmp_path_factory):
 
 def stage(repo, name, *wrap):
     env = dict(os.environ, PYTHONPATH=str(SRC))
-    return subprocess.run([*wrap, sys.executable, f"stages/{name}.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [*wrap, sys.executable, f"stages/{name}.py"], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def live_files(repo):
@@ -79,7 +81,7 @@ def test_failed_run_leaves_previous_outputs_intact(repo):
     tree = yaml.safe_load((repo / "params.yaml").read_text())
     (repo / "params.yaml").write_text(yaml.safe_dump(dict(tree, lr=0.002), sort_keys=False))  # a fresh run
     try:
-        read_only = f"mount --bind {repo}/models {repo}/models && mount -o remount,bind,ro {repo}/models && exec \"$@\""
+        read_only = f'mount --bind {repo}/models {repo}/models && mount -o remount,bind,ro {repo}/models && exec "$@"'
         result = stage(repo, "train", "unshare", "-m", "sh", "-c", read_only, "sh")
     finally:
         (repo / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
@@ -100,7 +102,8 @@ def test_test_features_of_the_wrong_width_are_one_line(repo, name):
         write_features(repo, 50)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"{name}: error: data/features/test.npy: features are 49 wide, the model expects 50; re-run the feature stage: dvc repro feature"
+        f"{name}: error: data/features/test.npy: features are 49 wide, the "
+        "model expects 50; re-run the feature stage: dvc repro feature"
     )
 
 
@@ -112,5 +115,6 @@ def test_training_features_of_the_wrong_width_are_refused_before_training(repo):
         write_features(repo, 50)
     assert result.returncode == 1 and "epoch 1/" not in result.stdout
     assert result.stderr.strip().splitlines()[-1] == (
-        "train: error: data/features/train.npy: features are 49 wide, the model expects 50; re-run the feature stage: dvc repro feature"
+        "train: error: data/features/train.npy: features are 49 wide, the "
+        "model expects 50; re-run the feature stage: dvc repro feature"
     )

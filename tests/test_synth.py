@@ -110,7 +110,10 @@ def test_sample_digits_needs_every_requested_class():
         synth.sample_digits(np.random.default_rng(0), np.array([0, 5]), order, starts)
 
 
-@pytest.mark.parametrize("count, pool, full, expected", [(100, 60000, 60000, 100), (100, 4000, 60000, 7), (10, 1000, 10000, 1), (10, 100, 10000, 1), (0, 4000, 60000, 0)])
+@pytest.mark.parametrize(
+    "count, pool, full, expected",
+    [(100, 60000, 60000, 100), (100, 4000, 60000, 7), (10, 1000, 10000, 1), (10, 100, 10000, 1), (0, 4000, 60000, 0)],
+)
 def test_scaled_count(count, pool, full, expected):
     assert synth.scaled_count(count, pool, full) == expected
 

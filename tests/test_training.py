@@ -11,11 +11,11 @@ import mindspore as ms
 import numpy as np
 import pytest
 import yaml
+from conftest import ROOT
 
 import attention_clusters
 from attention_clusters import checkpoints, device, inputs, resume, splits, trained_model, training
 from attention_clusters.errors import UserError
-from conftest import ROOT
 
 device.init("CPU", seed=0)
 
@@ -69,7 +69,9 @@ def test_learns_and_keeps_best_epoch(tmp_path):
     assert state["best_epoch"] == best["epoch"] and state["best_val_top1"] == best["val_top1"] > 50  # chance: 1/1024
     assert state["history"][-1]["train_loss"] < state["history"][0]["train_loss"]
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved["epoch"] == 4 and saved["last"] == "last-00004.ckpt" and saved["best"] == f"best-{best['epoch']:05d}.ckpt"
+    assert (
+        saved["epoch"] == 4 and saved["last"] == "last-00004.ckpt" and saved["best"] == f"best-{best['epoch']:05d}.ckpt"
+    )
     assert {p.name for p in tmp_path.iterdir()} == {"state.json", saved["last"], saved["best"]}
 
 
@@ -134,15 +136,25 @@ def test_training_is_bit_reproducible_for_a_seed(tmp_path):
     seed gives other weights."""
     env = dict(os.environ, PYTHONPATH=str(Path(attention_clusters.__file__).parents[1]))
     runs = {"a": 1, "b": 1, "c": 2}
-    procs = [subprocess.Popen([sys.executable, "-c", TRAIN, str(ROOT / "tests"), str(tmp_path / name), str(seed)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for name, seed in runs.items()]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", TRAIN, str(ROOT / "tests"), str(tmp_path / name), str(seed)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, seed in runs.items()
+    ]
     for proc in procs:
         errors = proc.communicate(timeout=600)[1]
         assert proc.returncode == 0, errors[-2000:]
 
     def outcome(name):
         state = json.loads((tmp_path / name / "state.json").read_text())
-        return without_times(state["history"]), {path.name: path.read_bytes() for path in (tmp_path / name).glob("*.ckpt")}
+        return without_times(state["history"]), {
+            path.name: path.read_bytes() for path in (tmp_path / name).glob("*.ckpt")
+        }
 
     (history, saved), (history_b, saved_b), (_, other) = outcome("a"), outcome("b"), outcome("c")
     assert history == history_b and max(h["val_top1"] for h in history) > 50  # chance: 1/1024
@@ -174,7 +186,9 @@ def test_fingerprint_covers_the_stage_code_data_and_params(train_stage):
 def test_published_model_round_trip(tmp_path):
     t = trainer(settings(1), tmp_path / "state")
     state = t.fit(resume.load_state(tmp_path / "state", "fp", 1))
-    trained_model.publish(tmp_path / "state", tmp_path / "model.ckpt", trained_model.model_config(settings(1), (50,)), state)
+    trained_model.publish(
+        tmp_path / "state", tmp_path / "model.ckpt", trained_model.model_config(settings(1), (50,)), state
+    )
     net, config = trained_model.load_model(tmp_path / "model.ckpt", expect={"fc": 1, "natt": 2})
     assert config["best_epoch"] == 1 and config["feature_dims"] == [50]
     x = toy_data(4, 3)[0]

@@ -1,7 +1,7 @@
 """Feeding numpy arrays (possibly memory-mapped) through MindSpore networks in batches."""
 
-import numpy as np
 import mindspore as ms
+import numpy as np
 
 
 def _tensor(array):

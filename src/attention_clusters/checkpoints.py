@@ -44,7 +44,9 @@ def load_weights(cell, path, network="this network", fix="re-run training: dvc r
         raise UserError(f"{path}: not a readable MindSpore checkpoint; {recovery.file_hint(path)}") from err
     missing = [param.name for param in cell.get_parameters() if param.name not in saved]
     if missing:
-        raise UserError(f"{path}: checkpoint lacks {len(missing)} parameters of {network}, e.g. {missing[0]}; {_text(fix)}")
+        raise UserError(
+            f"{path}: checkpoint lacks {len(missing)} parameters of {network}, e.g. {missing[0]}; {_text(fix)}"
+        )
     for param in cell.get_parameters():
         if tuple(saved[param.name].shape) != tuple(param.shape):
             raise UserError(

@@ -30,7 +30,13 @@ def cpu():
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "older" if flags else "?"
     model = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')}, model {info.get('model', '?')})"
     cap = onednn_cap()
-    return {"model": model, "cores": len(os.sched_getaffinity(0)), "isa": isa, "onednn_max_cpu_isa": cap, "onednn_isa": onednn_isa(isa, cap)}
+    return {
+        "model": model,
+        "cores": len(os.sched_getaffinity(0)),
+        "isa": isa,
+        "onednn_max_cpu_isa": cap,
+        "onednn_isa": onednn_isa(isa, cap),
+    }
 
 
 def phase_convolutions_fast():

@@ -42,11 +42,17 @@ def check_settings(dist, device_target):
         (:func:`.rank_table.read_rank_table`).
     """
     if dist.launcher == "none" and dist.workers != 1:
-        raise UserError(f"params.yaml: distributed.workers is {dist.workers} but distributed.launcher is none; choose msrun, mpirun or rank_table")
+        raise UserError(
+            f"params.yaml: distributed.workers is {dist.workers} but "
+            "distributed.launcher is none; choose msrun, mpirun or rank_table"
+        )
     check_nodes(dist)
     if dist.launcher == "rank_table":
         if device_target != "Ascend":
-            raise UserError(f"params.yaml: distributed.launcher rank_table is for Ascend (HCCL), but device_target is {device_target}; use msrun")
+            raise UserError(
+                "params.yaml: distributed.launcher rank_table is for Ascend "
+                f"(HCCL), but device_target is {device_target}; use msrun"
+            )
         read_rank_table(dist.rank_table, dist.workers, dist.nodes, dist.node_rank)
 
 
@@ -59,16 +65,22 @@ def check_nodes(dist):
         takes its hosts from its own hostfile), or with a loopback master_addr under msrun.
     """
     if dist.node_rank >= dist.nodes:
-        raise UserError(f"params.yaml: distributed.node_rank is {dist.node_rank} but distributed.nodes is "
-                        f"{dist.nodes}; node ranks are 0..{dist.nodes - 1}")
+        raise UserError(
+            f"params.yaml: distributed.node_rank is {dist.node_rank} but distributed.nodes is "
+            f"{dist.nodes}; node ranks are 0..{dist.nodes - 1}"
+        )
     if dist.nodes == 1:
         return
     if dist.launcher not in ("msrun", "rank_table"):
-        raise UserError(f"params.yaml: distributed.nodes is {dist.nodes} but distributed.launcher is {dist.launcher}; "
-                        "several machines need msrun (or rank_table on Ascend)")
+        raise UserError(
+            f"params.yaml: distributed.nodes is {dist.nodes} but distributed.launcher is {dist.launcher}; "
+            "several machines need msrun (or rank_table on Ascend)"
+        )
     if dist.launcher == "msrun" and _is_loopback(dist.master_addr):
-        raise UserError(f"params.yaml: distributed.master_addr is {dist.master_addr}, which the other {dist.nodes - 1} "
-                        "machine(s) cannot reach; give node 0's address on their network")
+        raise UserError(
+            f"params.yaml: distributed.master_addr is {dist.master_addr}, which the other {dist.nodes - 1} "
+            "machine(s) cannot reach; give node 0's address on their network"
+        )
 
 
 def _is_loopback(host):
@@ -104,7 +116,9 @@ def _wait_for_port(port, timeout_s=120):
             return
         except OSError:
             if time.monotonic() > deadline:
-                raise UserError(f"distributed: no scheduler listening on 127.0.0.1:{port} after {timeout_s} s") from None
+                raise UserError(
+                    f"distributed: no scheduler listening on 127.0.0.1:{port} after {timeout_s} s"
+                ) from None
             time.sleep(0.2)
 
 

@@ -8,6 +8,7 @@ from .batching import predict, run_epoch
 from .errors import UserError
 from .models.extractor import FEATURE_DIM, FrameExtractor, NoisyMnistClassifier
 
+
 def train_extractor(frames, labels, epochs, lr, batch_size, seed, phase_convolutions):
     """Train the SPEC 5 extractor with its 11-class head on Noisy-MNIST.
 
@@ -25,14 +26,18 @@ def train_extractor(frames, labels, epochs, lr, batch_size, seed, phase_convolut
         ``(extractor, classifier)``: the trained Cells (classifier = extractor + head).
     """
     if len(frames) < batch_size:
-        raise UserError(f"params.yaml: feature.batch_size {batch_size} is larger than the {len(frames)} Noisy-MNIST training frames")
+        raise UserError(
+            f"params.yaml: feature.batch_size {batch_size} is larger than the {len(frames)} Noisy-MNIST training frames"
+        )
     extractor = FrameExtractor(phase_convolutions=phase_convolutions)
     classifier = NoisyMnistClassifier(extractor)
     step = nn.TrainOneStepCell(nn.WithLossCell(classifier, nn.NLLLoss()), nn.Adam(classifier.trainable_params(), lr))
     step.set_train(True)
     for epoch in range(epochs):
         order = np.random.default_rng([seed, epoch]).permutation(len(frames))
-        with tqdm(total=len(order) // batch_size * batch_size, desc=f"extractor epoch {epoch + 1}/{epochs}", unit="frame") as bar:
+        with tqdm(
+            total=len(order) // batch_size * batch_size, desc=f"extractor epoch {epoch + 1}/{epochs}", unit="frame"
+        ) as bar:
             loss = run_epoch(step, frames, labels, batch_size, order, progress=bar.update)
         print(f"extractor epoch {epoch + 1}/{epochs}: loss {loss:.4f}")
     return extractor, classifier

@@ -45,10 +45,17 @@ def worker_commands(dist, script, log_dir):
     """
     python = [sys.executable, script]
     if dist.launcher == "msrun":
-        argv = ["msrun", f"--worker_num={total_workers(dist)}", f"--local_worker_num={dist.workers}",
-                f"--master_addr={dist.master_addr}", f"--master_port={dist.master_port}",
-                f"--node_rank={dist.node_rank}", f"--log_dir={log_dir}",
-                "--join=True", script]  # msrun runs the `python` on PATH: this one, see launch()
+        argv = [
+            "msrun",
+            f"--worker_num={total_workers(dist)}",
+            f"--local_worker_num={dist.workers}",
+            f"--master_addr={dist.master_addr}",
+            f"--master_port={dist.master_port}",
+            f"--node_rank={dist.node_rank}",
+            f"--log_dir={log_dir}",
+            "--join=True",
+            script,
+        ]  # msrun runs the `python` on PATH: this one, see launch()
         return [(argv, {NODE_RANK_ENV: str(dist.node_rank)})]
     if dist.launcher == "mpirun":
         argv = ["mpirun", "-n", str(dist.workers), "--oversubscribe", "--output-filename", str(log_dir)] + python
@@ -140,7 +147,9 @@ def _start(argv, extra, log_path, launcher):
         return subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True), log
     except FileNotFoundError:
         log.close()
-        raise UserError(f"distributed.launcher {launcher}: '{argv[0]}' not found on PATH (activate .venv; mpirun needs OpenMPI)") from None
+        raise UserError(
+            f"distributed.launcher {launcher}: '{argv[0]}' not found on PATH (activate .venv; mpirun needs OpenMPI)"
+        ) from None
 
 
 def _wait(procs, dist, log_dir, poll_s):
@@ -162,15 +171,23 @@ def _wait(procs, dist, log_dir, poll_s):
             return worker_logs.worker_failure(dist, log_dir, failed[0], codes[failed[0]])
         if failed:
             how = worker_logs.exit_text(codes[failed[0]])
-            return worker_logs.failure(f"distributed training failed: {dist.launcher} {how}", worker_logs.failed_log(log_dir, failed[0]))
+            return worker_logs.failure(
+                f"distributed training failed: {dist.launcher} {how}", worker_logs.failed_log(log_dir, failed[0])
+            )
         if all(code == 0 for code in codes):
             follow.echo()
             return None
         # only node 0's scheduler is the job's: one on another node (sharing its machine) ends at once
         if dist.node_rank == 0 and scheduler.left_workers_waiting(family):
-            log = log_dir / "scheduler.log" if (log_dir / "scheduler.log").is_file() else worker_logs.failed_log(log_dir, 0)
+            log = (
+                log_dir / "scheduler.log"
+                if (log_dir / "scheduler.log").is_file()
+                else worker_logs.failed_log(log_dir, 0)
+            )
             where = f"{scheduler_host(dist)}:{dist.master_port} (distributed.master_port)"
-            return worker_logs.failure(f"distributed: the scheduler on {where} exited while the workers waited for it", log)
+            return worker_logs.failure(
+                f"distributed: the scheduler on {where} exited while the workers waited for it", log
+            )
         time.sleep(poll_s)
 
 

@@ -93,7 +93,11 @@ def read_provenance(path):
     """
     provenance = read_json(path)
     counts = provenance.get("counts") if isinstance(provenance, dict) else None
-    if not isinstance(counts, dict) or not all(isinstance(counts.get(s), int) for s in SPLITS) or "source" not in provenance:
+    if (
+        not isinstance(counts, dict)
+        or not all(isinstance(counts.get(s), int) for s in SPLITS)
+        or "source" not in provenance
+    ):
         raise UserError(f"{path}: not a provenance file of download_mnist (re-run: dvc repro -f download_mnist)")
     return provenance
 

@@ -54,10 +54,17 @@ class _Group(BaseModel):
 class Mnist(_Group):
     """``mnist``: where the digits come from (see :mod:`attention_clusters.mnist`)."""
 
-    source: _choice("auto", "embedded", "folder", hint=" (a folder of MNIST files: set mnist.source=folder and mnist.folder=PATH)")
+    source: _choice(
+        "auto", "embedded", "folder", hint=" (a folder of MNIST files: set mnist.source=folder and mnist.folder=PATH)"
+    )
     # not blank and not ~/...: a first character that is neither ~ nor blank, or blanks then text
-    folder: Annotated[str, Field(pattern=r"^(?:[^~\s]|\s+\S)",
-                                 description="a folder path, absolute or relative to the repository (not ~/...: DVC does not expand it)")]
+    folder: Annotated[
+        str,
+        Field(
+            pattern=r"^(?:[^~\s]|\s+\S)",
+            description="a folder path, absolute or relative to the repository (not ~/...: DVC does not expand it)",
+        ),
+    ]
     timeout_s: _number(0.0, above=True, high=3600)
     retries: _int(0, 100)
 

@@ -110,8 +110,14 @@ def attention_figure(videos, weights, titles, path, rows=4):
     for i in range(k):
         top = height - i * block - _TITLE_IN
         ax = _axes(fig, width, height, top - frame_in, frame_in)
-        ax.imshow(frame_strip(videos[i], cell), cmap="gray", vmin=0, vmax=255, extent=(-0.5, frames - 0.5, 0, 1),
-                  aspect="auto")
+        ax.imshow(
+            frame_strip(videos[i], cell),
+            cmap="gray",
+            vmin=0,
+            vmax=255,
+            extent=(-0.5, frames - 0.5, 0, 1),
+            aspect="auto",
+        )
         ax.set_title(titles[i], fontsize=10, loc="left")
         ax.axis("off")
         unit_rows = attention_rows(weights[i], rows)

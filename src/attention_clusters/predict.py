@@ -69,8 +69,10 @@ def _load_npy(path):
     except (ValueError, EOFError, OSError):
         raise UserError(f"{path}: not a valid .npy array file") from None
     if video.shape != (FRAMES, FRAME_SIDE, FRAME_SIDE) or video.dtype != np.uint8:
-        raise UserError(f"{path}: expected a uint8 array of shape ({FRAMES}, {FRAME_SIDE}, {FRAME_SIDE}), "
-                        f"got {video.dtype} {video.shape}")
+        raise UserError(
+            f"{path}: expected a uint8 array of shape ({FRAMES}, {FRAME_SIDE}, {FRAME_SIDE}), "
+            f"got {video.dtype} {video.shape}"
+        )
     return video
 
 
@@ -163,8 +165,9 @@ def _is_grey(image):
     if image.mode not in ("1", "P", "RGB", "RGBA", "LA", "PA"):
         return False  # 16-bit, float, CMYK, ...: converting loses something
     rgba = np.asarray(image.convert("RGBA"))
-    return bool((rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 1] == rgba[..., 2]).all()
-                and (rgba[..., 3] == 255).all())
+    return bool(
+        (rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 1] == rgba[..., 2]).all() and (rgba[..., 3] == 255).all()
+    )
 
 
 # ---------------------------------------------------------------- running the networks
@@ -188,8 +191,10 @@ def load_networks(extractor_path=REPO / EXTRACTOR, model_path=REPO / MODEL):
     extractor = load_extractor(extractor_path)
     net, config = trained_model.load_model(model_path)
     if list(config["feature_dims"]) != [FEATURE_DIM]:
-        raise UserError(f"{model_path}: takes feature streams {config['feature_dims']}, expected one of the "
-                        f"extractor's {FEATURE_DIM}-d features")
+        raise UserError(
+            f"{model_path}: takes feature streams {config['feature_dims']}, expected one of the "
+            f"extractor's {FEATURE_DIM}-d features"
+        )
     return extractor, net, config
 
 
@@ -249,11 +254,15 @@ def report(source, notes, result):
     """The lines printed for one video: conversions, the digits present, the top-5 sets."""
     best, probability = top_sets(result["probabilities"], 1)[0]
     lines = [f"{source}: {note}" for note in notes]
-    lines.append(f"digits present: {' '.join(map(str, plots.label_digits(best))) or 'none'} "
-                 f"(label {best}, probability {100 * probability:.1f} %)")
+    lines.append(
+        f"digits present: {' '.join(map(str, plots.label_digits(best))) or 'none'} "
+        f"(label {best}, probability {100 * probability:.1f} %)"
+    )
     lines.append("top-5 digit sets:")
-    lines += [f"  {plots.digits_text(label):<32} label {label:4d}  {100 * p:5.1f} %"
-              for label, p in top_sets(result["probabilities"])]
+    lines += [
+        f"  {plots.digits_text(label):<32} label {label:4d}  {100 * p:5.1f} %"
+        for label, p in top_sets(result["probabilities"])
+    ]
     return lines
 
 
@@ -265,8 +274,12 @@ def parse_args(argv=None):
     parser.add_argument("video", help=f"animated GIF, folder of {FRAMES} images, or .npy uint8 ({FRAMES}, 28, 28)")
     parser.add_argument("--png", help="also draw the frames with each attention unit's weights under them")
     parser.add_argument("--extractor", default=str(REPO / EXTRACTOR), help="frame extractor checkpoint")
-    parser.add_argument("--batch-videos", type=_positive, default=BATCH_VIDEOS,
-                        help="the feature stage's feature.extract_batch_videos (the same batch gives the same bits)")
+    parser.add_argument(
+        "--batch-videos",
+        type=_positive,
+        default=BATCH_VIDEOS,
+        help="the feature stage's feature.extract_batch_videos (the same batch gives the same bits)",
+    )
     parser.add_argument("--model", default=str(REPO / MODEL), help="Attention Cluster checkpoint (JSON beside it)")
     return parser.parse_args(argv)
 

@@ -36,15 +36,18 @@ def read_rank_table(path, workers, nodes=1, node_rank=0):
         if len({device for _, device in pairs}) != len(pairs):
             raise UserError(f"{where}: device_id values repeat in server_list[{index}]")
         if len(pairs) != workers:
-            raise UserError(f"{where}: server_list[{index}] lists {len(pairs)} devices "
-                            f"but distributed.workers is {workers}")
+            raise UserError(
+                f"{where}: server_list[{index}] lists {len(pairs)} devices but distributed.workers is {workers}"
+            )
     return servers[node_rank]
 
 
 def _read_table(path, where):
     """The parsed JSON of a rank table."""
     if not path:
-        raise UserError("params.yaml: distributed.rank_table must name an HCCL rank-table JSON when launcher is rank_table")
+        raise UserError(
+            "params.yaml: distributed.rank_table must name an HCCL rank-table JSON when launcher is rank_table"
+        )
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
@@ -61,8 +64,9 @@ def _rank_table_servers(table, where, nodes):
     if not isinstance(servers, list) or not servers or not all(isinstance(server, dict) for server in servers):
         raise UserError(f"{where}: expected a non-empty server_list of servers")
     if len(servers) != nodes:
-        raise UserError(f"{where}: lists {len(servers)} servers but distributed.nodes is {nodes} "
-                        "(one server per machine)")
+        raise UserError(
+            f"{where}: lists {len(servers)} servers but distributed.nodes is {nodes} (one server per machine)"
+        )
     count = table.get("server_count", str(len(servers)))
     if str(count) != str(len(servers)):
         raise UserError(f"{where}: server_count is {count} but server_list has {len(servers)} servers")
@@ -76,7 +80,8 @@ def _rank_table_servers(table, where, nodes):
             try:
                 pairs.append((int(dev["rank_id"]), int(dev["device_id"])))
             except (TypeError, KeyError, ValueError):
-                raise UserError(f"{where}: server_list[{index}].device[{k}] needs integer-valued "
-                                "'rank_id' and 'device_id'") from None
+                raise UserError(
+                    f"{where}: server_list[{index}].device[{k}] needs integer-valued 'rank_id' and 'device_id'"
+                ) from None
         result.append(sorted(pairs))
     return result

@@ -67,7 +67,9 @@ def load_state(state_dir, fp, epochs):
         except (json.JSONDecodeError, UnicodeDecodeError):
             state = None
         if (
-            isinstance(state, dict) and state.get("fingerprint") == fp and 0 < state.get("epoch", 0) <= epochs
+            isinstance(state, dict)
+            and state.get("fingerprint") == fp
+            and 0 < state.get("epoch", 0) <= epochs
             and all(isinstance(state.get(key), str) and (state_dir / state[key]).is_file() for key in CHECKPOINTS)
         ):
             return state

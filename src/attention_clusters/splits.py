@@ -14,7 +14,10 @@ def check_width(x, features_path, width):
         UserError: naming the file, the width found and the width expected.
     """
     if width is not None and x.shape[-1] != width:
-        raise UserError(f"{features_path}: features are {x.shape[-1]} wide, the model expects {width}; re-run the feature stage: dvc repro feature")
+        raise UserError(
+            f"{features_path}: features are {x.shape[-1]} wide, the model "
+            f"expects {width}; re-run the feature stage: dvc repro feature"
+        )
 
 
 def load_split(features_path, labels_path, width=None):
@@ -33,7 +36,10 @@ def load_split(features_path, labels_path, width=None):
     y = load_npy(labels_path, ndim=1)
     check_width(x, features_path, width)
     if x.dtype != np.float32 or len(x) != len(y) or len(y) == 0:
-        raise UserError(f"{features_path}: expected float32 (N, L, F) features for the {len(y)} labels of {labels_path}, got {x.dtype} {x.shape}")
+        raise UserError(
+            f"{features_path}: expected float32 (N, L, F) features for the "
+            f"{len(y)} labels of {labels_path}, got {x.dtype} {x.shape}"
+        )
     if not np.issubdtype(y.dtype, np.integer) or y.min() < 0 or y.max() >= NUM_CLASSES:
         raise UserError(f"{labels_path}: labels must be integers in 0..{NUM_CLASSES - 1}")
     return x, y

@@ -76,7 +76,13 @@ def queue_commands(table, epochs=None, extra=()):
     for row in table.itertuples(index=False):
         budget = int(row.epochs if epochs is None else epochs)
         name = f"pub-fc{row.fc}-natt{row.natt}-e{budget}"
-        settings = [f"fc={row.fc}", f"natt={row.natt}", f"lr={row.lr:g}", f"weight_decay={row.weight_decay:g}", f"epochs={budget}"]
+        settings = [
+            f"fc={row.fc}",
+            f"natt={row.natt}",
+            f"lr={row.lr:g}",
+            f"weight_decay={row.weight_decay:g}",
+            f"epochs={budget}",
+        ]
         argv = ["dvc", "exp", "run", "--queue", "-n", name]
         for setting in [*settings, *extra]:
             argv += ["-S", setting]
@@ -122,7 +128,14 @@ def experiments(show_json):
                 for values in _files(data.get("params")).values():
                     params.update(values)
                 name = node.get("name") or data.get("name") or node.get("rev") or data.get("rev")
-                records.append({"name": name, "timestamp": data.get("timestamp"), "params": params, "metrics": _files(data.get("metrics"))})
+                records.append(
+                    {
+                        "name": name,
+                        "timestamp": data.get("timestamp"),
+                        "params": params,
+                        "metrics": _files(data.get("metrics")),
+                    }
+                )
             for key in ("experiments", "revs"):
                 visit(node.get(key))
 
@@ -151,27 +164,51 @@ def comparison(table, records, eval_file="metrics/eval.json"):
     """
     rows = []
     for pub in table.itertuples(index=False):
-        runs = [r for r in records if "top1" in r["metrics"].get(eval_file, {}) and all(_same(r["params"].get(k), getattr(pub, k)) for k in KEYS)]
+        runs = [
+            r
+            for r in records
+            if "top1" in r["metrics"].get(eval_file, {})
+            and all(_same(r["params"].get(k), getattr(pub, k)) for k in KEYS)
+        ]
         latest = {}
         for run in sorted(runs, key=lambda r: str(r.get("timestamp") or "")):
             latest[tuple(run["params"].get(k) for k in OPTIONS)] = run
-        base = {k: getattr(pub, k) for k in KEYS} | {"published_ascend": pub.ascend_top1_pct, "published_gpu": pub.gpu_top1_pct}
+        base = {k: getattr(pub, k) for k in KEYS} | {
+            "published_ascend": pub.ascend_top1_pct,
+            "published_gpu": pub.gpu_top1_pct,
+        }
         if not latest:
             rows.append(base)
         for run in latest.values():
             ours = run["metrics"][eval_file]
-            rows.append(base | {k: run["params"].get(k) for k in OPTIONS} | {
-                "ours_test_top1": ours.get("top1"), "best_epoch": ours.get("best_epoch"), "best_val_top1": ours.get("best_val_top1"),
-                "epochs": ours.get("epochs"), "train_minutes": ours.get("train_minutes"), "full_mnist": ours.get("full_mnist"),
-                "code_version": ours.get("code_version"), "experiment": run["name"],
-            })  # fmt: skip
+            rows.append(
+                base
+                | {k: run["params"].get(k) for k in OPTIONS}
+                | {
+                    "ours_test_top1": ours.get("top1"),
+                    "best_epoch": ours.get("best_epoch"),
+                    "best_val_top1": ours.get("best_val_top1"),
+                    "epochs": ours.get("epochs"),
+                    "train_minutes": ours.get("train_minutes"),
+                    "full_mnist": ours.get("full_mnist"),
+                    "code_version": ours.get("code_version"),
+                    "experiment": run["name"],
+                }
+            )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def markdown(frame):
     """A GitHub markdown table of ``frame`` (empty cells for missing values)."""
+
     def cell(value):
-        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:g}" if isinstance(value, float) else str(value)
+        return (
+            ""
+            if value is None or (isinstance(value, float) and math.isnan(value))
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
 
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.astype(object).itertuples(index=False)]

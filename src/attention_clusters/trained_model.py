@@ -56,8 +56,16 @@ def load_model(model_path, expect=None):
         raise UserError(f"{config_path}: expected a JSON object with {', '.join(keys)} (re-run training)")
     for key, value in (expect or {}).items():
         if config.get(key) != value:
-            raise UserError(f"{model_path}: trained with {key}={config.get(key)}, but params.yaml says {key}={value}; re-run training")
+            raise UserError(
+                f"{model_path}: trained with {key}={config.get(key)}, "
+                f"but params.yaml says {key}={value}; re-run training"
+            )
     net = build_model(config["fc"], config["natt"], config["feature_dims"])
     network = f"the network of {config_path} (fc={config['fc']}, natt={config['natt']})"
-    load_weights(net, model_path, network, lambda: f"the two files are from different runs; for {config_path}: {recovery.file_hint(config_path)}")
+    load_weights(
+        net,
+        model_path,
+        network,
+        lambda: f"the two files are from different runs; for {config_path}: {recovery.file_hint(config_path)}",
+    )
     return net, config

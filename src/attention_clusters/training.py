@@ -70,7 +70,10 @@ class Trainer:
         """
         if state["epoch"] > 0:
             load_weights(self.step, self.state_dir / state["last"])
-            self.log(f"resuming after epoch {state['epoch']} (best val top-1 {state['best_val_top1']:.2f} % at epoch {state['best_epoch']})")
+            self.log(
+                f"resuming after epoch {state['epoch']} (best val top-1 "
+                f"{state['best_val_top1']:.2f} % at epoch {state['best_epoch']})"
+            )
         started, first = time.perf_counter(), state["epoch"] + 1
         for epoch in range(first, self.p.epochs + 1):
             if self.p.patience and epoch - 1 - state["best_epoch"] >= self.p.patience:
@@ -89,7 +92,8 @@ class Trainer:
             remaining = (time.perf_counter() - started) / (epoch - first + 1) * (self.p.epochs - epoch)
             self.log(
                 f"epoch {epoch}/{self.p.epochs}  loss {record['train_loss']:.4f}  val top-1 {record['val_top1']:.2f} %"
-                f"  top-5 {record['val_top5']:.2f} %  {record['epoch_time_s']:.1f} s ({record['samples_per_s']:,.0f} samples/s)"
+                f"  top-5 {record['val_top5']:.2f} %  {record['epoch_time_s']:.1f} "
+                f"s ({record['samples_per_s']:,.0f} samples/s)"
                 f"  best {state['best_val_top1']:.2f} % @ {state['best_epoch']}  ETA {_eta(remaining)}"
             )
         return state

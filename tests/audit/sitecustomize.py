@@ -29,8 +29,9 @@ def _start(stage):
             except ValueError:
                 pass  # outside the repository: libraries, /proc, temporary files
 
-    from attention_clusters import params  # before the hook: the audit's own import is not the stage's
     from pydantic import BaseModel
+
+    from attention_clusters import params  # before the hook: the audit's own import is not the stage's
 
     class Recording:
         """A view of validated params that notes each key read, with its dotted path."""
