@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -121,34 +122,49 @@ def test_interrupted_run_resumes_to_the_same_bytes(tmp_path):
 
 
 TRAIN = """
-import sys
+import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 from test_training import settings, trainer
-from attention_clusters import resume
-state_dir, seed = sys.argv[2], int(sys.argv[3])
+from attention_clusters import resume, training
+state_dir, seed, kill = sys.argv[2], int(sys.argv[3]), sys.argv[4] == "kill"
+run_epoch = training.run_epoch
+
+def killed_in_epoch_2(step, x, y, batch_size, order, extra):
+    def masks_then_sigkill(steps=iter(range(len(order)))):
+        if next(steps) == 5:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return extra()
+    return run_epoch(step, x, y, batch_size, order, extra=masks_then_sigkill)
+
+train_epoch = training.Trainer.train_epoch
+
+def train_epoch_or_die(self, epoch):
+    training.run_epoch = killed_in_epoch_2 if kill and epoch == 2 else run_epoch
+    return train_epoch(self, epoch)
+
+training.Trainer.train_epoch = train_epoch_or_die
 trainer(settings(3, seed=seed), state_dir).fit(resume.load_state(state_dir, "fp", 3))
 """
 
 
-def test_training_is_bit_reproducible_for_a_seed(tmp_path):
-    """Three processes train at once on all cores, as the stage does (one training a process):
+def test_training_is_bit_reproducible_for_a_seed_also_after_a_kill(tmp_path):
+    """Four processes train at once on all cores, as the stage does (one training a process):
     the two with one seed end with the same checkpoints and history, byte for byte; the other
-    seed gives other weights."""
+    seed gives other weights; a fourth, SIGKILLed during epoch 2 and resumed by a new process,
+    ends with the bytes of the run that never stopped."""
     env = dict(os.environ, PYTHONPATH=str(Path(attention_clusters.__file__).parents[1]))
-    runs = {"a": 1, "b": 1, "c": 2}
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", TRAIN, str(ROOT / "tests"), str(tmp_path / name), str(seed)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name, seed in runs.items()
-    ]
+
+    def start(name, seed, kill="no"):
+        argv = [sys.executable, "-c", TRAIN, str(ROOT / "tests"), str(tmp_path / name), str(seed), kill]
+        return subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    procs = [start("a", 1), start("b", 1), start("c", 2), start("d", 1, "kill")]
     for proc in procs:
         errors = proc.communicate(timeout=600)[1]
-        assert proc.returncode == 0, errors[-2000:]
+        assert proc.returncode == (-signal.SIGKILL if proc is procs[-1] else 0), errors[-2000:]
+    assert resume.load_state(tmp_path / "d", "fp", 3)["epoch"] == 1  # killed during epoch 2
+    resumed = start("d", 1)
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()[-2000:]
 
     def outcome(name):
         state = json.loads((tmp_path / name / "state.json").read_text())
@@ -160,6 +176,7 @@ def test_training_is_bit_reproducible_for_a_seed(tmp_path):
     assert history == history_b and max(h["val_top1"] for h in history) > 50  # chance: 1/1024
     assert "last-00003.ckpt" in saved and saved == saved_b  # weights and Adam moments
     assert other["last-00003.ckpt"] != saved["last-00003.ckpt"]
+    assert outcome("d") == (history, saved)
 
 
 def test_changed_settings_start_over(tmp_path):
