@@ -1,75 +1,131 @@
-"""Reproduce the published table as DVC experiments, then compare (docs/results.md, "Sweep").
+"""Train the published table's rows at their own settings on full MNIST (docs/results.md, "Sweep").
 
-    python scripts/sweep.py queue [--rows 2/8 1/32] [--epochs 30] [--set patience=10] [--run]
-    python scripts/sweep.py table [--json exp_show.json]
+    python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit]
+    python scripts/sweep.py table
 
-``queue`` adds one ``dvc exp run --queue`` per published row (all 16 without --rows), with the
-row's fc, natt, lr and weight decay, ``--epochs`` as the budget (default: the published 200) and
-every ``--set key=value`` (e.g. ``optimizer=adamw``); ``--run`` then runs the queue one
-experiment at a time (``dvc queue start -j 1``) and waits for it. Experiments run in their own
-workspace and need the data stages' outputs in the DVC cache (run ``dvc repro feature`` first
-with the same data params). ``table`` reads ``dvc exp show --json`` (or a saved copy) and writes
-``metrics/published_comparison.md`` and ``.csv``.
+``run`` trains each row (all 16 without --rows, most informative first: ``sweep.ORDER``) with
+``dvc exp run`` in this workspace, one after the other, skipping rows the results table already
+has from the current code (``code_version``). After each row it updates ``metrics/results.csv``
+and ``.md``, the curves ``metrics/results_curves.csv`` and ``plots/results_curves.png``, and with
+--commit commits those four files at once. It can be stopped at any moment: running it again
+continues the unfinished row from its last completed epoch (the train stage resumes its state
+when its inputs are the same), so at most the epoch in progress is lost. The workspace is left
+with the last row's params and outputs: run it in a checkout of its own (``git worktree add``),
+or restore with ``git checkout params.yaml dvc.lock && dvc checkout``. ``table`` redraws the
+markdown table and the picture from the two CSV files.
 """
 
 import argparse
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from attention_clusters import cli, sweep
+import pandas as pd
+
+from attention_clusters import cli, inputs, sweep
 from attention_clusters.errors import UserError
+from attention_clusters.storage import read_json
 
-OUT = Path("metrics/published_comparison")
+RESULTS = Path("metrics/results.csv")
+CURVES = Path("metrics/results_curves.csv")
+PICTURE = Path("plots/results_curves.png")
+LIVE = Path("dvclive/plots/metrics")
 
 
-def queue(args):
+def load(path, columns):
+    """The CSV at ``path``, or an empty table with ``columns``."""
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=columns)
+
+
+def host():
+    """This CPU in words, as the feature stage records it (/proc/cpuinfo, no MindSpore import)."""
+    with open("/proc/cpuinfo") as f:
+        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    return model
+
+
+def curve_rows(row_name):
+    """The finished run's val and test top-1 by epoch, from its DVCLive files."""
+    val, test = sweep.read_curve(LIVE / "val_top1.tsv"), sweep.read_curve(LIVE / "test_top1.tsv")
+    return pd.DataFrame(
+        [{"row": row_name, "epoch": e, "val_top1": v, "test_top1": test.get(e)} for e, v in val.items()]
+    )
+
+
+def write(results, curves):
+    """Write the results table (CSV and markdown), the curves CSV and their picture."""
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    results.to_csv(RESULTS, index=False)
+    RESULTS.with_suffix(".md").write_text(sweep.markdown(results))
+    curves.to_csv(CURVES, index=False)
+    PICTURE.parent.mkdir(parents=True, exist_ok=True)
+    sweep.plot_curves(curves, PICTURE)
+
+
+def run(args):
+    folder = Path(args.mnist_folder).expanduser().resolve()
+    if not folder.is_dir():
+        raise UserError(f"--mnist-folder {args.mnist_folder}: not a folder (expected the four MNIST files)")
+    if args.patience < 1:
+        raise UserError(f"--patience {args.patience}: expected an integer >= 1")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
-    for argv in sweep.queue_commands(rows, args.epochs, args.set):
-        print(" ".join(argv), flush=True)
-        subprocess.run(argv, check=True)
-    if args.run:
-        subprocess.run(["dvc", "queue", "start", "-j", "1"], check=True)
-        while "Queued" in _status() or "Running" in _status():
-            time.sleep(10)
-        status = _status()
-        print(status)
-        if "Failed" in status:
-            raise UserError("an experiment failed; see `dvc queue logs NAME`")
-    return f"{len(rows)} experiment(s) queued" + (" and run" if args.run else "; run them with: dvc queue start -j 1")
-
-
-def _status():
-    return subprocess.run(["dvc", "queue", "status"], capture_output=True, text=True, check=True).stdout
+    results, curves = load(RESULTS, sweep.COLUMNS), load(CURVES, ["row", "epoch", "val_top1", "test_top1"])
+    version, cpu, ran = inputs.code_version("eval"), host(), 0
+    for row in rows.itertuples(index=False):
+        row_name = sweep.name(row.fc, row.natt)
+        done = results[(results.fc == row.fc) & (results.natt == row.natt) & (results.code_version == version)]
+        if len(done):
+            print(f"sweep: {row_name} done with this code ({version}), skipped", flush=True)
+            continue
+        if args.epochs:
+            row = row._replace(epochs=args.epochs)
+        argv = sweep.experiment_argv(row, str(folder), args.patience)
+        print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
+        if subprocess.run(argv).returncode != 0:
+            raise UserError(f"{row_name}: dvc exp run failed (see above); run this command again to continue the row")
+        record = sweep.result(
+            row, read_json("metrics/eval.json"), read_json("models/attention_cluster.json"), int(row.epochs), cpu
+        )
+        if record["code_version"] != version:
+            raise UserError(f"{row_name}: metrics/eval.json is from code {record['code_version']}, not {version}")
+        results = sweep.merge(results, record)
+        curves = pd.concat([curves[curves.row != row_name], curve_rows(row_name)], ignore_index=True)
+        write(results, curves)
+        ran += 1
+        if args.commit:
+            message = (
+                f"sweep {row_name}: val-selected {record['ours_val_selected']:.2f} %, best on test "
+                f"{record['ours_best_on_test']:.2f} % (published {row.ascend_top1_pct} / {row.gpu_top1_pct}), "
+                f"{record['epochs_run']} epochs"
+            )
+            subprocess.run(
+                ["git", "add", str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)], check=True
+            )
+            subprocess.run(["git", "commit", "-q", "-m", message], check=True)
+    return f"{ran} row(s) trained; {RESULTS.with_suffix('.md')}"
 
 
 def table(args):
-    if args.json:
-        text = Path(args.json).read_text()
-    else:
-        text = subprocess.run(["dvc", "exp", "show", "--json", "-A"], capture_output=True, text=True, check=True).stdout
-    frame = sweep.comparison(sweep.published_rows(args.published), sweep.experiments(text))
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(OUT.with_suffix(".csv"), index=False)
-    OUT.with_suffix(".md").write_text(sweep.markdown(frame))
-    ran = frame["ours_test_top1"].notna().sum()
-    return f"{ran} run(s) against {len(frame)} row(s): {OUT.with_suffix('.md')}, {OUT.with_suffix('.csv')}"
+    results, curves = load(RESULTS, sweep.COLUMNS), load(CURVES, ["row", "epoch", "val_top1", "test_top1"])
+    write(results, curves)
+    return f"{len(results)} row(s): {RESULTS.with_suffix('.md')}, {PICTURE}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--published", default=sweep.PUBLISHED, help="published table CSV")
     commands = parser.add_subparsers(dest="command", required=True)
-    q = commands.add_parser("queue", help="queue one experiment per published row")
-    q.add_argument("--rows", nargs="*", default=[], help="fc/natt of the rows to queue, e.g. 2/8 1/32 (default: all)")
-    q.add_argument("--epochs", type=int, help="epoch budget of every experiment (default: the published 200)")
-    q.add_argument("--set", action="append", default=[], help="extra key=value for every experiment (repeatable)")
-    q.add_argument("--run", action="store_true", help="run the queue and wait for it")
-    t = commands.add_parser("table", help="write metrics/published_comparison.{md,csv}")
-    t.add_argument("--json", help="saved output of `dvc exp show --json -A` (default: ask dvc)")
+    r = commands.add_parser("run", help="train the rows (resumable) and update the results table")
+    r.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
+    r.add_argument("--rows", nargs="*", default=[], help="fc/natt of the rows, e.g. 2/8 1/32 (default: all 16)")
+    r.add_argument("--patience", type=int, default=20, help="epochs without a better val top-1 before stopping")
+    r.add_argument("--epochs", type=int, help="epoch budget of every row (default: the published 200)")
+    r.add_argument("--commit", action="store_true", help="git commit the table after each row")
+    commands.add_parser("table", help="redraw metrics/results.md and plots/results_curves.png")
     args = parser.parse_args(argv)
-    cli.main(f"sweep {args.command}", lambda: (queue if args.command == "queue" else table)(args), check_inputs=False)
+    cli.main(f"sweep {args.command}", lambda: (run if args.command == "run" else table)(args), check_inputs=False)
 
 
 if __name__ == "__main__":

@@ -26,11 +26,18 @@ from attention_clusters.models.extractor import FEATURE_DIM
 def train(p, rank, world_size):
     train_x, train_y = splits.load_split(paths.feature_file("train"), paths.flash_file("train", "labels"), FEATURE_DIM)
     val_x, val_y = splits.load_split(paths.feature_file("val"), paths.flash_file("val", "labels"), FEATURE_DIM)
+    test = (
+        splits.load_split(paths.feature_file("test"), paths.flash_file("test", "labels"), FEATURE_DIM)
+        if p.report_test
+        else None
+    )
     fp = resume.fingerprint(p, world_size)
     state = resume.load_state(paths.TRAIN_STATE, fp, p.epochs)
     with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
         log = print if rank == 0 else (lambda line: None)
-        trainer = training.Trainer(p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log)
+        trainer = training.Trainer(
+            p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log, test
+        )
         state = trainer.fit(state)
         if rank == 0:
             live.commit()  # complete outputs also when no epoch was left to run

@@ -62,6 +62,7 @@ def test_repo_params_are_valid_and_use_modelzoo_names():
         ("lr_schedule", "step"),
         ("warmup_epochs", -1),
         ("patience", 1.5),
+        ("report_test", 1),
         ("flash.min_per_label", 0),
     ],
 )

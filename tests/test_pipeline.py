@@ -338,18 +338,19 @@ def test_new_files_in_the_source_folder_are_seen(repo, tmp_path):
         run([str(BIN / "dvc"), "repro", "download_mnist"], repo)
 
 
-def test_sweep_queues_runs_and_tabulates_a_published_row(repo):
-    """scripts/sweep.py on the tiny data: one published row, one epoch, through dvc's queue."""
-    run(["git", "add", "-A"], repo)
-    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "before sweep"], repo, check=False)
-    sweep = [sys.executable, "scripts/sweep.py"]
-    queued = run([*sweep, "queue", "--rows", "1/4", "--epochs", "1", "--run"], repo)
-    assert (
-        "dvc exp run --queue -n pub-fc1-natt4-e1 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1"
-        in queued.stdout
-    )
-    run([*sweep, "table"], repo)
-    table = pd.read_csv(repo / "metrics/published_comparison.csv")
-    row = table[(table.fc == 1) & (table.natt == 4)].iloc[0]
-    assert row.experiment == "pub-fc1-natt4-e1" and row.epochs == 1 and 0 <= row.ours_test_top1 <= 100
-    assert row.published_ascend == 72.7 and len(table) == 16
+def test_sweep_trains_a_published_row_and_tabulates_it(repo, tmp_path):
+    """scripts/sweep.py run on tiny MNIST files: one published row, one epoch, in the workspace."""
+    folder = tmp_path / "mnist"
+    write_mnist_folder(folder, seed=0)
+    sweep = [sys.executable, "scripts/sweep.py", "run", "--mnist-folder", str(folder), "--rows", "1/4", "--epochs", "1"]
+    try:
+        out = run(sweep, repo).stdout
+        assert "dvc exp run -n fc1-natt4 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1" in out
+        row = pd.read_csv(repo / "metrics/results.csv").iloc[0]
+        assert (row.fc, row.natt, row.published_ascend, row.epochs_run, row.full_mnist) == (1, 4, 72.7, 1, False)
+        assert 0 <= row.ours_val_selected <= row.ours_best_on_test <= 100  # one epoch: the same checkpoint
+        assert row.code_version == json.loads((repo / "metrics/eval.json").read_text())["code_version"]
+        assert "done with this code" in run(sweep, repo).stdout
+    finally:
+        run(["git", "checkout", "params.yaml", "dvc.lock"], repo)
+        run([str(BIN / "dvc"), "checkout", "--force"], repo)

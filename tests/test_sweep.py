@@ -1,6 +1,8 @@
-"""The published-table sweep: queued commands and the comparison table, on a small fake input."""
+"""The published-table sweep: row order, experiment command, results table, and the resumable driver
+run against a stand-in for `dvc` in a scratch git repository."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,134 +14,136 @@ from attention_clusters import sweep
 from attention_clusters.errors import UserError
 
 PUBLISHED = pd.DataFrame(
-    {"fc": [1, 2], "natt": [1, 8], "epochs": [200, 200], "lr": [1e-4, 5e-4], "weight_decay": [0.0, 1e-4],
-     "ascend_top1_pct": [34.5, 76.4], "gpu_top1_pct": [31.8, 81.6]}
+    {"fc": [1, 2], "natt": [8, 8], "epochs": [200, 200], "lr": [1e-4, 5e-4], "weight_decay": [0.0, 1e-4],
+     "ascend_top1_pct": [80.5, 76.4], "gpu_top1_pct": [65.0, 81.6]}
 )  # fmt: skip
 
 
-def revision(name, timestamp, params, eval_metrics):
-    """One revision as `dvc exp show --json` (DVC 3) writes it."""
-    metrics = {"metrics/eval.json": {"data": eval_metrics}, "metrics/export.json": {"data": {"batch_size": 64}}}
-    data = {"rev": name, "timestamp": timestamp, "params": {"params.yaml": {"data": params}}, "metrics": metrics}
-    return {"rev": name, "name": name, "data": data, "experiments": None}
-
-
-def params(fc, natt, lr, wd, epochs, optimizer="adam"):
-    return {"fc": fc, "natt": natt, "lr": lr, "weight_decay": wd, "epochs": epochs, "optimizer": optimizer,
-            "lr_schedule": "constant", "warmup_epochs": 0, "batch_size": 64, "flash": {"seed": 0}}  # fmt: skip
-
-
-def fake_show():
-    old = revision(
-        "pub-fc2-natt8-e30",
-        "2026-01-01T10:00:00",
-        params(2, 8, 5e-4, 1e-4, 30),
-        {"top1": 38.09, "epochs": 30, "best_epoch": 16, "train_minutes": 6.5, "full_mnist": True},
-    )
-    new = revision(
-        "pub-fc2-natt8-e30b",
-        "2026-01-02T10:00:00",
-        params(2, 8, 5e-4, 1e-4, 30),
-        {
-            "top1": 40.0,
-            "epochs": 22,
-            "best_epoch": 12,
-            "train_minutes": 5.0,
-            "full_mnist": True,
-            "code_version": "0123456789abcdef",
-        },
-    )
-    adamw = revision(
-        "pub-fc2-natt8-w",
-        "2026-01-02T11:00:00",
-        params(2, 8, 5e-4, 1e-4, 30, "adamw"),
-        {"top1": 74.5, "epochs": 30, "best_epoch": 29, "train_minutes": 7.25, "full_mnist": True},
-    )
-    other = revision("natt32", "2026-01-03T10:00:00", params(1, 32, 1e-3, 0.0, 15), {"top1": 84.09, "epochs": 15})
-    baseline = revision("abc123", None, params(1, 1, 1e-3, 0.0, 200), {"top1": 48.0})
-    baseline["experiments"] = [{"revs": [old]}, {"revs": [new]}, {"revs": [adamw]}, {"revs": [other]}]
-    workspace = revision("workspace", None, params(1, 1, 1e-4, 0.0, 200), {})
-    return json.dumps([workspace, baseline])
-
-
-def test_experiments_flattens_every_revision():
-    records = {r["name"]: r for r in sweep.experiments(fake_show())}
-    assert set(records) == {
-        "workspace",
-        "abc123",
-        "pub-fc2-natt8-e30",
-        "pub-fc2-natt8-e30b",
-        "pub-fc2-natt8-w",
-        "natt32",
-    }
-    assert records["natt32"]["params"]["natt"] == 32 and records["natt32"]["params"]["flash.seed"] == 0
-    assert records["pub-fc2-natt8-w"]["metrics"]["metrics/eval.json"]["top1"] == 74.5
-
-
-def test_comparison_table():
-    frame = sweep.comparison(PUBLISHED, sweep.experiments(fake_show()))
-    assert list(frame.columns) == sweep.COLUMNS
-    first = frame.iloc[0]  # fc=1/natt=1 at lr 1e-4: only the workspace has it, without test metrics
-    assert (first.fc, first.natt, first.published_ascend, first.published_gpu) == (1, 1, 34.5, 31.8)
-    assert pd.isna(first.ours_test_top1) and pd.isna(first.experiment)
-    ours = frame[frame.fc == 2].set_index("optimizer")
-    assert len(ours) == 2  # adam (the later of two runs) and adamw
-    assert ours.loc["adam", "experiment"] == "pub-fc2-natt8-e30b" and ours.loc["adam", "ours_test_top1"] == 40.0
-    assert (ours.loc["adam", "epochs"], ours.loc["adam", "best_epoch"], ours.loc["adam", "train_minutes"]) == (
-        22,
-        12,
-        5.0,
-    )
-    assert ours.loc["adam", "code_version"] == "0123456789abcdef" and pd.isna(ours.loc["adamw", "code_version"])
-    assert ours.loc["adamw", "ours_test_top1"] == 74.5 and ours.loc["adamw", "published_gpu"] == 81.6
-    text = sweep.markdown(frame)
-    lines = text.splitlines()
-    assert lines[0].startswith("| fc | natt | lr | weight_decay |") and len(lines) == 2 + 3
-    assert "| 2 | 8 | 0.0005 | 0.0001 | adamw | constant | 0 | 64 | 76.4 | 81.6 | 74.5 | 29 |" in text
-
-
-def test_queue_commands_and_rows():
+def test_rows_come_in_order_and_bad_names_are_refused():
     table = sweep.published_rows(ROOT / sweep.PUBLISHED)
     assert len(table) == 16 and table.gpu_top1_pct.max() == 88.3
-    picked = sweep.select(table, ["2/8", "1/32"])
-    commands = sweep.queue_commands(picked, epochs=30, extra=["optimizer=adamw"])
-    assert commands[0] == [
-        "dvc",
-        "exp",
-        "run",
-        "--queue",
-        "-n",
-        "pub-fc2-natt8-e30",
-        "-S",
-        "fc=2",
-        "-S",
-        "natt=8",
-        "-S",
-        "lr=0.0005",
-        "-S",
-        "weight_decay=0.0001",
-        "-S",
-        "epochs=30",
-        "-S",
-        "optimizer=adamw",
-    ]
-    assert commands[1][5] == "pub-fc1-natt32-e30"
-    assert sweep.queue_commands(sweep.select(table, ["1/1"]))[0][-1] == "epochs=200"
+    assert set(sweep.ORDER) == {f"{r.fc}/{r.natt}" for r in table.itertuples()}
+    picked = sweep.select(table, ["1/32", "2/8"])
+    assert [(r.fc, r.natt) for r in picked.itertuples()] == [(2, 8), (1, 32)]  # ORDER, not the order asked
+    assert [f"{r.fc}/{r.natt}" for r in sweep.select(table).itertuples()] == list(sweep.ORDER)
     with pytest.raises(UserError, match="row '3/8': no published row with fc=3, natt=8"):
         sweep.select(table, ["3/8"])
     with pytest.raises(UserError, match="row 'x': expected fc/natt"):
         sweep.select(table, ["x"])
 
 
-def test_table_command_writes_md_and_csv(tmp_path):
-    (tmp_path / "show.json").write_text(fake_show())
-    (tmp_path / "pub.csv").write_text(PUBLISHED.to_csv(index=False))
-    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", "table", "--json", "show.json"]
-    result = subprocess.run(
-        cmd, cwd=tmp_path, capture_output=True, text=True, env={"PYTHONPATH": str(ROOT / "src"), "PATH": ""}
+def test_experiment_runs_the_row_at_its_own_settings_on_full_mnist():
+    row = next(PUBLISHED.itertuples(index=False))
+    argv = sweep.experiment_argv(row, "/data/mnist", 20)
+    assert argv[:5] == ["dvc", "exp", "run", "-n", "fc1-natt8"]
+    settings = dict(a.split("=", 1) for a in argv[6::2])
+    assert argv[5::2] == ["-S"] * len(settings)
+    assert settings == {
+        "fc": "1", "natt": "8", "lr": "0.0001", "weight_decay": "0", "epochs": "200", "patience": "20",
+        "report_test": "true", "mnist.source": "folder", "mnist.folder": "/data/mnist",
+    }  # fmt: skip
+
+
+def record(row, top1=50.0, epochs=200):
+    eval_metrics = {"top1": top1, "full_mnist": True, "code_version": "abc"}
+    info = {"best_epoch": 150, "best_test_top1_any_epoch": top1 + 1, "best_test_epoch": 140, "epochs": epochs}
+    return sweep.result(row, eval_metrics, dict(info, train_minutes=12.5), 200, "some CPU")
+
+
+def test_results_table_replaces_a_row_and_keeps_the_order():
+    fc1, fc2 = PUBLISHED.itertuples(index=False)
+    table = sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), record(fc1, 40.0))
+    table = sweep.merge(table, record(fc2, 70.0, epochs=120))
+    table = sweep.merge(table, record(fc1, 45.0))
+    assert list(table.columns) == sweep.COLUMNS
+    assert [(r.fc, r.natt) for r in table.itertuples()] == [(1, 8), (2, 8)]
+    first, second = table.iloc[0], table.iloc[1]
+    assert (first.ours_val_selected, first.ours_best_on_test, first.published_ascend) == (45.0, 46.0, 80.5)
+    assert (bool(first.stopped_early), bool(second.stopped_early), second.epochs_run) == (False, True, 120)
+    lines = sweep.markdown(table).splitlines()
+    assert lines[0].startswith("| fc | natt | lr | weight_decay | published_ascend |") and len(lines) == 4
+    assert (
+        "| 1 | 8 | 0.0001 | 0 | 80.5 | 65 | 45 | 46 | 150 | 140 | 200 | False | 12.5 | True | some CPU | abc |" in lines
     )
-    assert result.returncode == 0, result.stderr
-    assert "2 run(s) against 3 row(s)" in result.stdout
-    csv = pd.read_csv(tmp_path / "metrics/published_comparison.csv")
-    assert csv.ours_test_top1.tolist()[1:] == [40.0, 74.5]
-    assert (tmp_path / "metrics/published_comparison.md").read_text().count("\n") == 5
+
+
+FAKE_DVC = """#!{python}
+import json, os, sys
+from pathlib import Path
+from attention_clusters import inputs
+settings = dict(a.split("=", 1) for a in sys.argv[6::2])
+if os.environ.get("FAKE_DVC_FAIL") == settings["natt"]:
+    sys.exit(1)
+Path("log").open("a").write(sys.argv[4] + "\\n")
+Path("metrics").mkdir(exist_ok=True)
+Path("models").mkdir(exist_ok=True)
+live = Path("dvclive/plots/metrics")
+live.mkdir(parents=True, exist_ok=True)
+natt = int(settings["natt"])
+top1 = {{"val_top1": [10.0, 20.0 + natt], "test_top1": [11.0, 19.0 + natt]}}
+for metric, values in top1.items():
+    lines = "".join(f"{{i}}\\t{{v}}\\n" for i, v in enumerate(values))
+    (live / f"{{metric}}.tsv").write_text("step\\t" + metric + "\\n" + lines)
+version = inputs.code_version("eval")
+Path("metrics/eval.json").write_text(json.dumps({{"top1": 18.0 + natt, "full_mnist": True, "code_version": version}}))
+info = {{"best_epoch": 2, "best_test_top1_any_epoch": 19.0 + natt, "best_test_epoch": 2, "epochs": 2}}
+info["train_minutes"] = 0.1
+Path("models/attention_cluster.json").write_text(json.dumps(info))
+"""
+
+
+@pytest.fixture
+def scratch(tmp_path):
+    """A git repository with an eval stage, the published table, a stand-in `dvc` on PATH."""
+    (tmp_path / "bin").mkdir()
+    fake = tmp_path / "bin/dvc"
+    fake.write_text(FAKE_DVC.format(python=sys.executable))
+    fake.chmod(0o755)
+    (tmp_path / "eval.py").write_text("# the eval stage's code\n")
+    (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"eval": {"cmd": "python eval.py", "deps": ["eval.py"]}}}))
+    (tmp_path / "pub.csv").write_text(PUBLISHED.to_csv(index=False))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "start"]):
+        subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    return tmp_path, env
+
+
+def sweep_cli(scratch, *args, **env):
+    folder, base = scratch
+    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", *args]
+    return subprocess.run(cmd, cwd=folder, env=dict(base, **env), capture_output=True, text=True)
+
+
+def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
+    folder, _ = scratch
+    failed = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit", FAKE_DVC_FAIL="8")
+    assert failed.returncode == 1 and "fc1-natt8: dvc exp run failed" in failed.stderr
+    ok = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit")
+    assert ok.returncode == 0, ok.stderr
+    assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]
+    results = pd.read_csv(folder / "metrics/results.csv")
+    assert list(results.ours_val_selected) == [26.0, 26.0] and list(results.ours_best_on_test) == [27.0, 27.0]
+    curves = pd.read_csv(folder / "metrics/results_curves.csv")
+    assert list(curves.columns) == ["row", "epoch", "val_top1", "test_top1"] and len(curves) == 4
+    assert (folder / "plots/results_curves.png").read_bytes()[:4] == b"\x89PNG"
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True).stdout.splitlines()
+    assert log[:2] == [
+        "sweep fc2-natt8: val-selected 26.00 %, best on test 27.00 % (published 76.4 / 81.6), 2 epochs",
+        "sweep fc1-natt8: val-selected 26.00 %, best on test 27.00 % (published 80.5 / 65.0), 2 epochs",
+    ]
+    again = sweep_cli(scratch, "run", "--mnist-folder", str(folder))
+    assert again.returncode == 0 and again.stdout.count("done with this code") == 2
+    assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]  # nothing trained again
+    (folder / "eval.py").write_text("# other code\n")
+    rerun = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--rows", "2/8")
+    assert rerun.returncode == 0 and (folder / "log").read_text().split()[-1] == "fc2-natt8"
+    assert sweep_cli(scratch, "table").returncode == 0
+
+
+def test_bad_arguments_are_one_line(scratch):
+    folder, _ = scratch
+    missing = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "nowhere"))
+    assert missing.returncode == 1 and missing.stderr.strip().endswith("not a folder (expected the four MNIST files)")
+    bad = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--patience", "0")
+    assert bad.returncode == 1 and "--patience 0: expected an integer >= 1" in bad.stderr

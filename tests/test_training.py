@@ -214,6 +214,25 @@ def test_published_model_round_trip(tmp_path):
     np.testing.assert_array_equal(net(ms.Tensor(x)).asnumpy(), t.net(ms.Tensor(x)).asnumpy())
 
 
+def test_report_test_logs_the_test_top1_of_every_epoch_without_selecting_on_it(tmp_path):
+    x, y = toy_data(1024, 0)
+    vx, vy = toy_data(256, 1)
+    tx, ty = toy_data(128, 2)
+    t = training.Trainer(settings(3), x, y, vx, vy, tmp_path / "state", log=lambda line: None, test=(tx, ty))
+    state = t.fit(resume.load_state(tmp_path / "state", "fp", 3))
+    t.net.set_train(False)
+    logits = t.net(ms.Tensor(tx)).asnumpy()
+    assert state["history"][-1]["test_top1"] == round(100 * np.mean(logits.argmax(1) == ty), 4)
+    best_val = max(state["history"], key=lambda h: h["val_top1"])
+    assert state["best_epoch"] == best_val["epoch"]  # selection stays on validation
+    trained_model.publish(
+        tmp_path / "state", tmp_path / "m.ckpt", trained_model.model_config(settings(3), (50,)), state
+    )
+    info = json.loads((tmp_path / "m.json").read_text())
+    best_test = max(state["history"], key=lambda h: h["test_top1"])
+    assert (info["best_test_top1_any_epoch"], info["best_test_epoch"]) == (best_test["test_top1"], best_test["epoch"])
+
+
 def test_batch_larger_than_the_data_is_refused(tmp_path):
     with pytest.raises(UserError, match="batch_size 2048 is larger than the 1024 training videos"):
         trainer(settings(1, batch_size=2048), tmp_path)

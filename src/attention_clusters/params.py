@@ -142,6 +142,7 @@ class Params(_Group):
     lr_schedule: _choice("constant", "cosine")
     warmup_epochs: _int(0, 100_000)
     patience: _int(0, 100_000)
+    report_test: bool
     mnist: Mnist
     noisy: Noisy
     flash: Flash

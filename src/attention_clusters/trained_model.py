@@ -26,13 +26,19 @@ def publish(state_dir, model_path, config, state):
     """Copy the best checkpoint to ``model_path`` and write its config JSON beside it.
 
     The JSON (``<model_path>.json`` with suffix replaced) holds fc, natt, feature_dims,
-    num_classes, the selected epoch, the epochs run and ``train_minutes`` (training time without
-    validation); loaders check it before building the network.
+    num_classes, the selected epoch, the epochs run, ``train_minutes`` (training time without
+    validation) and, when the history holds ``test_top1`` (``report_test``), the best test top-1
+    of any epoch and its epoch (the ModelZoo's protocol, reported beside ours); loaders check it
+    before building the network.
     """
     with atomic_path(model_path) as tmp:
         shutil.copyfile(Path(state_dir) / state["best"], tmp)
     info = dict(config, best_epoch=state["best_epoch"], best_val_top1=state["best_val_top1"], epochs=state["epoch"])
     info["train_minutes"] = round(sum(h["epoch_time_s"] for h in state["history"]) / 60, 3)  # excl. validation
+    tested = [h for h in state["history"] if "test_top1" in h]
+    if tested:
+        best = max(tested, key=lambda h: h["test_top1"])
+        info["best_test_top1_any_epoch"], info["best_test_epoch"] = best["test_top1"], best["epoch"]
     write_json(Path(model_path).with_suffix(".json"), info)
 
 

@@ -42,15 +42,20 @@ class Trainer:
         live: optional :class:`live_log.LiveLog` (rank 0 only): each epoch's record is logged
             to it, and committed with the training state.
         log: callable taking one line of text per epoch (rank 0 only).
+        test: optional ``(test_x, test_y)``: the test split's top-1 is then also computed after
+            every epoch and logged as ``test_top1``, the ModelZoo's protocol (its train.py
+            evaluates the test split each epoch); it is reported only, never used for selection.
 
     Raises:
         UserError: batch_size is larger than a worker's share of the training set.
     """
 
-    def __init__(self, p, train_x, train_y, val_x, val_y, state_dir, rank=0, world_size=1, live=None, log=print):
+    def __init__(
+        self, p, train_x, train_y, val_x, val_y, state_dir, rank=0, world_size=1, live=None, log=print, test=None
+    ):
         self.p, self.rank, self.world_size = p, rank, world_size
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
-        self.state_dir, self.live, self.log = Path(state_dir), live, log
+        self.state_dir, self.live, self.log, self.test = Path(state_dir), live, log, test
         shard = len(train_y) // world_size
         if shard < p.batch_size:
             raise UserError(
@@ -125,6 +130,10 @@ class Trainer:
             "epoch_time_s": round(seconds, 3),
             "samples_per_s": round(samples * self.world_size / seconds, 1),
         }
+        if self.test is not None:
+            record["test_top1"] = round(
+                evaluation.accuracy(predict(self.net, self.test[0], EVAL_BATCH), self.test[1], 1), 4
+            )
         if self.live is not None:
             self.live.log(record)
         return record
