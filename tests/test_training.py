@@ -32,7 +32,9 @@ def toy_data(n, seed):
 
 def settings(epochs, **kw):
     base = {"fc": 1, "natt": 2, "lr": 3e-2, "weight_decay": 0.0, "batch_size": 32, "epochs": epochs, "seed": 1}
-    base.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
+    base.update(
+        loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0, report_test=False
+    )
     base.update(device_target="CPU", distributed=SimpleNamespace(workers=1, nodes=1))
     return SimpleNamespace(**{**base, **kw})
 
