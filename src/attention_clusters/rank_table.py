@@ -5,10 +5,8 @@ whole table against ``distributed.workers`` and ``distributed.nodes`` and return
 machine's ``(rank, device)`` pairs, one worker process each.
 """
 
-import json
-from pathlib import Path
-
 from .errors import UserError
+from .storage import read_json
 
 
 def read_rank_table(path, workers, nodes=1, node_rank=0):
@@ -48,14 +46,7 @@ def _read_table(path, where):
         raise UserError(
             "params.yaml: distributed.rank_table must name an HCCL rank-table JSON when launcher is rank_table"
         )
-    try:
-        return json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"{where}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UserError(f"{where}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    return read_json(path, where, missing="")
 
 
 def _rank_table_servers(table, where, nodes):

@@ -119,18 +119,25 @@ def write_json(path, obj):
         tmp.write_text(text)
 
 
-def read_json(path):
+def read_json(path, where=None, missing=" (run the earlier stages first: dvc repro)"):
     """Parse the JSON file ``path``.
 
+    Args:
+        where: how the error lines name the file (default: ``path``); missing: the hint after
+            "file not found".
+
     Raises:
-        UserError: the file is missing or not valid JSON.
+        UserError: the file is missing, unreadable or not valid JSON.
     """
+    where = path if where is None else where
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise UserError(f"{path}: file not found (run the earlier stages first: dvc repro)") from None
+        raise UserError(f"{where}: file not found{missing}") from None
     except json.JSONDecodeError as err:
-        raise UserError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        raise UserError(f"{where}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{where}: cannot read ({getattr(err, 'strerror', None) or err})") from None
 
 
 @contextlib.contextmanager
