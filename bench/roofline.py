@@ -13,9 +13,9 @@
 
 import glob
 import tempfile
-import time
 
 import numpy as np
+from timing import median_rate
 
 FEATURES, FRAMES, HIDDEN, CLASSES = 50, 25, 128, 1024  # SPEC 6: F, L, the fc=2 hidden width, classes
 NOISY_CLASSES = 11  # SPEC 5: digits and "no digit"
@@ -53,8 +53,9 @@ def parameters(figure):
 
 def kernels(work, steps):
     """Kernels per step of ``work`` (a callable running ``steps`` training steps, compiled
-    already) under ``mindspore.Profiler``: ``{"per_step": float, "busiest": [[op, count a step,
-    ms a step], ...]}``, the five op types with the most time."""
+    already) under ``mindspore.Profiler``: ``{"per_step": kernels a step, "kernel_ms_per_step":
+    their summed time a step, "busiest": [[op, count a step, ms a step], ...]}``, the five op
+    types with the most time."""
     import pandas as pd
     from mindspore import Profiler
 
@@ -82,14 +83,7 @@ def matmul_rate(seconds, n=1024):
 
     a = ms.Tensor(np.random.default_rng(0).standard_normal((n, n)).astype(np.float32))
     ops.matmul(a, a).asnumpy()
-    rates = []
-    for _ in range(3):
-        calls, start = 0, time.perf_counter()
-        while calls == 0 or time.perf_counter() - start < seconds:
-            ops.matmul(a, a).asnumpy()
-            calls += 1
-        rates.append(calls * 2 * n**3 / (time.perf_counter() - start))
-    return float(np.median(rates))
+    return median_rate(lambda: ops.matmul(a, a).asnumpy(), 2 * n**3, seconds)
 
 
 def line(figure, rate, profile, roof, batch):

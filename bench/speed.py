@@ -52,9 +52,6 @@ from timing import median_rate
 BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
 AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
-AC_FRAMES, AC_FEATURES, AC_HIDDEN = 25, 50, 128  # L, F and the fc=2 hidden width (models.attention_cluster.HIDDEN)
-ADAM_BYTES = 28  # per parameter a step: w, g, m, v read and w, m, v written, float32
-AC_CLASSES = 1024  # Flash-MNIST labels (models.attention_cluster.NUM_CLASSES)
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
 IMPLEMENTATIONS = ("ours", "baseline", "torch")
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
@@ -120,8 +117,8 @@ def inputs(figure, samples=BATCH):
     """The numpy inputs of one figure, the same for every implementation: (x, y) or videos."""
     rng = np.random.default_rng(0)
     if figure.startswith("ac_"):
-        x = rng.standard_normal((samples, AC_FRAMES, AC_FEATURES)).astype(np.float32)
-        return x, rng.integers(0, AC_CLASSES, samples).astype(np.int32)
+        x = rng.standard_normal((samples, roofline.FRAMES, roofline.FEATURES)).astype(np.float32)
+        return x, rng.integers(0, roofline.CLASSES, samples).astype(np.int32)
     if figure == "extractor_train":
         return rng.integers(0, 256, (BATCH, 28, 28), dtype=np.uint8), rng.integers(0, 11, BATCH).astype(np.int32)
     return rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
@@ -144,7 +141,7 @@ def work_of(figure, ours):
         if ours:
             return ac_work(fc, natt)
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
-        return train_work(LoopAttentionCluster(AC_FEATURES, natt, fc), ce, *inputs(figure))
+        return train_work(LoopAttentionCluster(roofline.FEATURES, natt, fc), ce, *inputs(figure))
     extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast()) if ours else PlainFrameExtractor()
     if figure == "extractor_train":
         return train_work(NoisyMnistClassifier(extractor), nn.NLLLoss(), *inputs(figure))

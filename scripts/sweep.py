@@ -4,8 +4,10 @@
     python scripts/sweep.py table
 
 ``run`` trains each row (all 16 without --rows, most informative first: ``sweep.ORDER``) with
-``dvc exp run`` in this workspace, one after the other, skipping rows the results table already
-has from the current code (``code_version``). After each row it updates ``metrics/results.csv``
+``dvc exp run`` in this workspace, one after the other, each from the committed params.yaml plus
+the row's settings, skipping rows the results table already has from the current code
+(``code_version``) with the same budget and patience; rows of other code are dropped from the
+table. After each row it updates ``metrics/results.csv``
 and ``.md``, the curves ``metrics/results_curves.csv`` and ``plots/results_curves.png``, and with
 --commit commits those four files at once. It can be stopped at any moment: running it again
 continues the unfinished row from its last completed epoch (the train stage resumes its state
@@ -22,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from attention_clusters import cli, inputs, sweep
+from attention_clusters import cli, device, inputs, sweep
 from attention_clusters.errors import UserError
 from attention_clusters.storage import read_json
 
@@ -33,15 +35,8 @@ LIVE = Path("dvclive/plots/metrics")
 
 
 def load(path, columns):
-    """The CSV at ``path``, or an empty table with ``columns``."""
-    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=columns)
-
-
-def host():
-    """This CPU in words, as the feature stage records it (/proc/cpuinfo, no MindSpore import)."""
-    with open("/proc/cpuinfo") as f:
-        model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
-    return model
+    """The CSV at ``path`` (``code_version`` read as text), or an empty table with ``columns``."""
+    return pd.read_csv(path, dtype={"code_version": str}) if path.is_file() else pd.DataFrame(columns=columns)
 
 
 def curve_rows(row_name):
@@ -72,22 +67,25 @@ def run(args):
         raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
     results, curves = load(RESULTS, sweep.COLUMNS), load(CURVES, ["row", "epoch", "val_top1", "test_top1"])
-    version, cpu, ran = inputs.code_version("eval"), host(), 0
+    version, cpu, ran = inputs.code_version("eval"), device.cpu()["model"], 0
+    results = results[results.code_version == version]  # rows of other code go
+    curves = curves[curves.row.isin([sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)])]
     for row in rows.itertuples(index=False):
         row_name = sweep.name(row.fc, row.natt)
-        done = results[(results.fc == row.fc) & (results.natt == row.natt) & (results.code_version == version)]
-        if len(done):
-            print(f"sweep: {row_name} done with this code ({version}), skipped", flush=True)
-            continue
         if args.epochs:
             row = row._replace(epochs=args.epochs)
+        same = (results.fc == row.fc) & (results.natt == row.natt) & (results.budget == row.epochs)
+        if (same & (results.patience == args.patience)).any():
+            print(f"sweep: {row_name} done with this code ({version}), skipped", flush=True)
+            continue
         argv = sweep.experiment_argv(row, str(folder), args.patience)
         print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
+        subprocess.run(["git", "checkout", "params.yaml"], check=True)  # the committed params, then the row's
+        subprocess.run(["dvc", "exp", "remove", row_name], capture_output=True)  # a recorded, untabulated try
         if subprocess.run(argv).returncode != 0:
             raise UserError(f"{row_name}: dvc exp run failed (see above); run this command again to continue the row")
-        record = sweep.result(
-            row, read_json("metrics/eval.json"), read_json("models/attention_cluster.json"), int(row.epochs), cpu
-        )
+        metrics, info = read_json("metrics/eval.json"), read_json("models/attention_cluster.json")
+        record = sweep.result(row, metrics, info, row.epochs, args.patience, cpu)
         if record["code_version"] != version:
             raise UserError(f"{row_name}: metrics/eval.json is from code {record['code_version']}, not {version}")
         results = sweep.merge(results, record)
@@ -100,10 +98,9 @@ def run(args):
                 f"{record['ours_best_on_test']:.2f} % (published {row.ascend_top1_pct} / {row.gpu_top1_pct}), "
                 f"{record['epochs_run']} epochs"
             )
-            subprocess.run(
-                ["git", "add", str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)], check=True
-            )
-            subprocess.run(["git", "commit", "-q", "-m", message], check=True)
+            files = [str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)]
+            subprocess.run(["git", "add", *files], check=True)
+            subprocess.run(["git", "commit", "-q", "-m", message, "--", *files], check=True)
     return f"{ran} row(s) trained; {RESULTS.with_suffix('.md')}"
 
 

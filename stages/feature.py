@@ -3,7 +3,7 @@
 Unless the user chose an ISA for oneDNN, this stage caps it at AVX2 before its first MindSpore
 kernel, and then runs the extractor in the formulation fast under that ISA: phase convolutions on
 oneDNN's AVX2 GEMM path, measured faster than the banded products on an AVX-512 host (full
-MNIST: 2 min 26 s against 3 min 21 s; README "Speed on any x86 CPU"). Attention Cluster training
+MNIST: 2 min 26 s against 3 min 21 s; docs/speed.md). Attention Cluster training
 keeps the CPU's own ISA.
 """
 

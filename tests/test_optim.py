@@ -161,5 +161,5 @@ def test_schedule_settings_are_in_the_fingerprint(train_stage):  # noqa: F811 (t
     ):
         assert resume.fingerprint(settings(5, **change), 1) != base, change
     assert resume.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
-    cosine = resume.fingerprint(settings(5, lr_schedule="cosine"), 1)
-    assert resume.fingerprint(settings(9, lr_schedule="cosine"), 1) != cosine
+    for per_step in ({"lr_schedule": "cosine"}, {"warmup_epochs": 1}):  # the schedule's length is saved
+        assert resume.fingerprint(settings(9, **per_step), 1) != resume.fingerprint(settings(5, **per_step), 1)

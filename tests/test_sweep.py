@@ -47,7 +47,7 @@ def test_experiment_runs_the_row_at_its_own_settings_on_full_mnist():
 def record(row, top1=50.0, epochs=200):
     eval_metrics = {"top1": top1, "full_mnist": True, "code_version": "abc"}
     info = {"best_epoch": 150, "best_test_top1_any_epoch": top1 + 1, "best_test_epoch": 140, "epochs": epochs}
-    return sweep.result(row, eval_metrics, dict(info, train_minutes=12.5), 200, "some CPU")
+    return sweep.result(row, eval_metrics, dict(info, train_minutes=12.5), 200, 20, "some CPU")
 
 
 def test_results_table_replaces_a_row_and_keeps_the_order():
@@ -62,15 +62,19 @@ def test_results_table_replaces_a_row_and_keeps_the_order():
     assert (bool(first.stopped_early), bool(second.stopped_early), second.epochs_run) == (False, True, 120)
     lines = sweep.markdown(table).splitlines()
     assert lines[0].startswith("| fc | natt | lr | weight_decay | published_ascend |") and len(lines) == 4
-    assert (
-        "| 1 | 8 | 0.0001 | 0 | 80.5 | 65 | 45 | 46 | 150 | 140 | 200 | False | 12.5 | True | some CPU | abc |" in lines
-    )
+    published, ours = "| 1 | 8 | 0.0001 | 0 | 80.5 | 65 |", " 45 | 46 | 150 | 140 | 200 | 20 | 200 | False | 12.5 |"
+    assert published + ours + " True | some CPU | abc |" in lines
 
 
 FAKE_DVC = """#!{python}
 import json, os, sys
 from pathlib import Path
 from attention_clusters import inputs
+if sys.argv[2] == "remove":
+    Path("removed").open("a").write(sys.argv[3] + "\\n")
+    sys.exit(1)  # as dvc when there is no such experiment
+assert Path("params.yaml").read_text() == "natt: 1\\n"  # the committed params, not the last row's
+Path("params.yaml").write_text("natt: " + dict(a.split("=", 1) for a in sys.argv[6::2])["natt"] + "\\n")
 settings = dict(a.split("=", 1) for a in sys.argv[6::2])
 if os.environ.get("FAKE_DVC_FAIL") == settings["natt"]:
     sys.exit(1)
@@ -102,6 +106,7 @@ def scratch(tmp_path):
     (tmp_path / "eval.py").write_text("# the eval stage's code\n")
     (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"eval": {"cmd": "python eval.py", "deps": ["eval.py"]}}}))
     (tmp_path / "pub.csv").write_text(PUBLISHED.to_csv(index=False))
+    (tmp_path / "params.yaml").write_text("natt: 1\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "start"]):
@@ -122,6 +127,7 @@ def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
     ok = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit")
     assert ok.returncode == 0, ok.stderr
     assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]
+    assert (folder / "removed").read_text().split() == ["fc1-natt8", "fc1-natt8", "fc2-natt8"]
     results = pd.read_csv(folder / "metrics/results.csv")
     assert list(results.ours_val_selected) == [26.0, 26.0] and list(results.ours_best_on_test) == [27.0, 27.0]
     curves = pd.read_csv(folder / "metrics/results_curves.csv")
@@ -138,6 +144,12 @@ def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
     (folder / "eval.py").write_text("# other code\n")
     rerun = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--rows", "2/8")
     assert rerun.returncode == 0 and (folder / "log").read_text().split()[-1] == "fc2-natt8"
+    assert (
+        list(pd.read_csv(folder / "metrics/results.csv").natt) == [8]
+        and "fc1" not in (folder / "metrics/results.md").read_text()
+    )
+    patience = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--rows", "2/8", "--patience", "5")
+    assert patience.returncode == 0 and (folder / "log").read_text().split().count("fc2-natt8") == 3
     assert sweep_cli(scratch, "table").returncode == 0
 
 

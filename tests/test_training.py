@@ -313,3 +313,31 @@ def test_checkpoint_of_another_natt_is_one_whole_line_in_our_words(tmp_path, mon
         "restore it: git checkout models/m.json, or re-make it: dvc repro -s train"
     )
     assert "CRITICAL" not in "".join(capfd.readouterr())  # MindSpore never got to log its own message
+
+
+class CountingStep:
+    """Stands in for the training step: records the size of each batch it is given."""
+
+    def __init__(self):
+        self.sizes = []
+
+    def set_train(self, mode):
+        pass
+
+    def __call__(self, x, *rest):
+        self.sizes.append(len(x))
+        return ms.Tensor(0.0)
+
+
+def test_uneven_data_gives_every_rank_the_same_steps(tmp_path):
+    """1,000 videos over 3 workers at batch 167: 333 a rank, one step each (not 2, 1, 1)."""
+    x, y = toy_data(1000, 0)
+    steps = []
+    for rank in range(3):
+        t = training.Trainer(
+            settings(1, batch_size=167), x, y, x[:64], y[:64], tmp_path, rank, 3, log=lambda line: None
+        )
+        t.step = CountingStep()
+        t.train_epoch(1)
+        steps.append(t.step.sizes)
+    assert steps == [[167], [167], [167]]

@@ -25,7 +25,6 @@ from .rank_table import read_rank_table
 
 WORKER_ENV = "ATTENTION_CLUSTERS_WORKER"  # set in every worker's environment by the launcher
 NODE_RANK_ENV = "ATTENTION_CLUSTERS_NODE_RANK"  # distributed.node_rank, for msrun's processes
-LAUNCHERS = ("none", "msrun", "mpirun", "rank_table")
 
 
 def is_worker():

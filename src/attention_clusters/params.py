@@ -142,7 +142,7 @@ class Params(_Group):
     lr_schedule: _choice("constant", "cosine")
     warmup_epochs: _int(0, 100_000)
     patience: _int(0, 100_000)
-    report_test: bool
+    report_test: Annotated[bool, Field(description="true or false")]
     mnist: Mnist
     noisy: Noisy
     flash: Flash
@@ -223,7 +223,7 @@ def load(path="params.yaml"):
     """
     path = Path(path)
     try:
-        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        tree = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # a SafeLoader
     except _DuplicateKey as dup:
         raise UserError(f"{path}: key '{dup.key}' appears twice (again at line {dup.line}); keep one") from None
     except FileNotFoundError:

@@ -28,7 +28,8 @@ def fingerprint(p, world_size, stage="train"):
     That is every dep of ``stage`` in dvc.yaml, read in full (its code, which tests/test_deps.py
     keeps equal to the script's import closure, and its data), the values of the params it
     declares, and the world size. ``epochs`` is left out so that raising it continues a finished
-    run, except under the cosine schedule, whose every step depends on it. State made by other
+    run, except when the learning rate changes per step (cosine schedule or warm-up): the
+    schedule then depends on it and is saved with the optimiser's state. State made by other
     code, params or data is therefore never resumed.
 
     Args:
@@ -37,7 +38,8 @@ def fingerprint(p, world_size, stage="train"):
     Raises:
         UserError: dvc.yaml or a dep cannot be read.
     """
-    values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or p.lr_schedule == "cosine"}
+    per_step_lr = p.lr_schedule != "constant" or p.warmup_epochs > 0  # train_step.lr_values is not None
+    values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or per_step_lr}
     settings = json.dumps({"params": values, "world_size": world_size}, sort_keys=True)
     return hashlib.sha256((settings + inputs.digest(inputs.deps(stage))).encode()).hexdigest()
 

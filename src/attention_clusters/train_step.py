@@ -63,6 +63,8 @@ class DropoutMasks:
     """
 
     def __init__(self, p, seed, epoch, rank, batch, width):
+        # the trailing 1 keeps rank 0's stream apart from the shuffle's [seed, epoch] (numpy pads
+        # a shorter seed with zeros: [s, e] and [s, e, 0, 0] seed the same stream)
         self.rng = np.random.default_rng([seed, epoch, rank, 1])
         self.p, self.shape = float(p), (batch, width)
         self.scale = np.float32(1 / (1 - self.p))

@@ -38,7 +38,8 @@ class Trainer:
         val_x, val_y: the validation split, same layout.
         state_dir: folder for resumable state (last and best checkpoints, state.json).
         rank, world_size: this worker's data-parallel rank and the number of workers; each
-            rank trains on its shard ``order[rank::world_size]`` of every epoch's shuffle.
+            rank trains on its shard ``order[rank::world_size]`` of every epoch's shuffle,
+            cut to a multiple of world_size so every rank runs the same number of steps.
         live: optional :class:`live_log.LiveLog` (rank 0 only): each epoch's record is logged
             to it, and committed with the training state.
         log: callable taking one line of text per epoch (rank 0 only).
@@ -65,7 +66,7 @@ class Trainer:
         ms.set_seed(p.seed)  # the initial weights depend on the seed alone
         self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
         loss = MaskedCrossEntropy(self.net, p.loss_reduction)
-        self.step = build_train_step(loss, p, len(range(rank, len(train_y), world_size)) // p.batch_size)
+        self.step = build_train_step(loss, p, shard // p.batch_size)
 
     def fit(self, state):
         """Train from ``state`` (see :func:`resume.load_state`) up to p.epochs; returns the final state.
@@ -110,7 +111,9 @@ class Trainer:
             ``(loss, samples)``: the per-sample mean training loss (float) and the number of
             samples trained on this rank.
         """
-        order = np.random.default_rng([self.p.seed, epoch]).permutation(len(self.train_y))[self.rank :: self.world_size]
+        shuffled = np.random.default_rng([self.p.seed, epoch]).permutation(len(self.train_y))
+        shard = len(self.train_y) // self.world_size  # the same for every rank: equal steps per epoch
+        order = shuffled[: shard * self.world_size][self.rank :: self.world_size]
         masks = DropoutMasks(self.net.dropout, self.p.seed, epoch, self.rank, self.p.batch_size, self.net.width)
         self.step.set_train(True)
         loss = run_epoch(self.step, self.train_x, self.train_y, self.p.batch_size, order, extra=lambda: (masks(),))
