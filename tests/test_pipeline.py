@@ -346,7 +346,8 @@ def test_sweep_trains_a_published_row_and_tabulates_it(repo, tmp_path):
     try:
         out = run(sweep, repo).stdout
         assert "dvc exp run -n fc1-natt4 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1" in out
-        row = pd.read_csv(repo / "metrics/results.csv").iloc[0]
+        table = pd.read_csv(repo / "metrics/results.csv", dtype={"code_version": str})
+        row = table[(table.fc == 1) & (table.natt == 4)].iloc[0]
         assert (row.fc, row.natt, row.published_ascend, row.epochs_run, row.full_mnist) == (1, 4, 72.7, 1, False)
         assert 0 <= row.ours_val_selected <= row.ours_best_on_test <= 100  # one epoch: the same checkpoint
         assert row.code_version == json.loads((repo / "metrics/eval.json").read_text())["code_version"]
