@@ -7,15 +7,15 @@
 ``dvc exp run`` in this workspace, one after the other, each from the committed params.yaml plus
 the row's settings, skipping rows the results table already has from the current code
 (``code_version``) with the same budget and patience; rows of other code are dropped from the
-table. After each row it updates ``metrics/results.csv``
-and ``.md``, the curves ``metrics/results_curves.csv`` and ``plots/results_curves.png``, and with
---commit commits those four files at once. It can be stopped at any moment: running it again
-continues the unfinished row from its last completed epoch (the train stage resumes its state
-when its inputs are the same), so at most the epoch in progress is lost. Each row starts from the committed params.yaml (``git checkout
-params.yaml``: uncommitted edits to it are discarded) and the workspace is left with the last
-row's params and outputs: run it in a checkout of its own (``git worktree add``), or restore
-with ``git checkout params.yaml dvc.lock && dvc checkout``. ``table`` redraws the
-markdown table and the picture from the two CSV files.
+table. After each row it updates ``metrics/results.csv`` and ``.md``, the curves
+``metrics/results_curves.csv`` and ``plots/results_curves.png``, and with --commit commits
+those four files at once. It can be stopped at any moment: running it again continues the
+unfinished row from its last completed epoch (the train stage resumes its state when its inputs
+are the same), so at most the epoch in progress is lost. Each row starts from the committed
+params.yaml (``git checkout params.yaml``: uncommitted edits to it are discarded) and the
+workspace is left with the last row's params and outputs: run it in a checkout of its own
+(``git worktree add``), or restore with ``git checkout params.yaml dvc.lock && dvc checkout``.
+``table`` redraws the markdown table and the picture from the two CSV files.
 """
 
 import argparse
