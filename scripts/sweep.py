@@ -33,11 +33,17 @@ RESULTS = Path("metrics/results.csv")
 CURVES = Path("metrics/results_curves.csv")
 PICTURE = Path("plots/results_curves.png")
 LIVE = Path("dvclive/plots/metrics")
+CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
 
 def load(path, columns):
     """The CSV at ``path`` (``code_version`` read as text), or an empty table with ``columns``."""
     return pd.read_csv(path, dtype={"code_version": str}) if path.is_file() else pd.DataFrame(columns=columns)
+
+
+def load_tables():
+    """The results table and the curves table as committed (empty when absent)."""
+    return load(RESULTS, sweep.COLUMNS), load(CURVES, CURVE_COLUMNS)
 
 
 def curve_rows(row_name):
@@ -67,7 +73,7 @@ def run(args):
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
-    results, curves = load(RESULTS, sweep.COLUMNS), load(CURVES, ["row", "epoch", "val_top1", "test_top1"])
+    results, curves = load_tables()
     version, cpu, ran = inputs.code_version("eval"), device.cpu()["model"], 0
     results = results[results.code_version == version]  # rows of other code go
     curves = curves[curves.row.isin([sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)])]
@@ -106,7 +112,7 @@ def run(args):
 
 
 def table(args):
-    results, curves = load(RESULTS, sweep.COLUMNS), load(CURVES, ["row", "epoch", "val_top1", "test_top1"])
+    results, curves = load_tables()
     write(results, curves)
     return f"{len(results)} row(s): {RESULTS.with_suffix('.md')}, {PICTURE}"
 
