@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The test suite: set up .venv if needed, then run pytest. Extra arguments go to pytest.
+# The test suite: set up .venv if needed, then run pytest, one test file per worker on every core
+# (pytest-xdist; a file's tests share its fixtures, so they stay on one worker). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 source .venv/bin/activate
-python -m pytest -q "$@"
+python -m pytest -q -n auto --dist loadfile "$@"
