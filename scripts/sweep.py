@@ -2,6 +2,7 @@
 
     python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit]
     python scripts/sweep.py table
+    python scripts/sweep.py best --mnist-folder PATH [--commit]
 
 ``run`` trains each row (all 16 without --rows, most informative first: ``sweep.ORDER``) with
 ``dvc exp run`` in this workspace, one after the other, each from the committed params.yaml plus
@@ -16,22 +17,28 @@ params.yaml (``git checkout params.yaml``: uncommitted edits to it are discarded
 workspace is left with the last row's params and outputs: run it in a checkout of its own
 (``git worktree add``), or restore with ``git checkout params.yaml dvc.lock && dvc checkout``.
 ``table`` redraws the markdown table and the picture from the two CSV files.
+
+``best`` runs our best recipe (``sweep.RECIPE``) with ``dvc exp run --force``, so every stage
+reruns, and writes ``metrics/best_recipe.json``: the test top-1 / top-5 of the epoch chosen on
+validation, the wall-clock minutes of the whole pipeline, the host and the code version.
 """
 
 import argparse
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 
 from attention_clusters import cli, device, inputs, sweep
 from attention_clusters.errors import UserError
-from attention_clusters.storage import read_json
+from attention_clusters.storage import read_json, write_json
 
 RESULTS = Path("metrics/results.csv")
 CURVES = Path("metrics/results_curves.csv")
 PICTURE = Path("plots/results_curves.png")
+BEST = Path("metrics/best_recipe.json")
 LIVE = Path("dvclive/plots/metrics")
 CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
@@ -64,10 +71,21 @@ def write(results, curves):
     sweep.plot_curves(curves, PICTURE)
 
 
-def run(args):
+def mnist_folder(args):
+    """--mnist-folder as an absolute path; UserError unless it is a folder."""
     folder = Path(args.mnist_folder).expanduser().resolve()
     if not folder.is_dir():
         raise UserError(f"--mnist-folder {args.mnist_folder}: not a folder (expected the four MNIST files)")
+    return str(folder)
+
+
+def commit(files, message):
+    subprocess.run(["git", "add", *files], check=True)
+    subprocess.run(["git", "commit", "-q", "-m", message, "--", *files], check=True)
+
+
+def run(args):
+    folder = mnist_folder(args)
     if args.patience < 1:
         raise UserError(f"--patience {args.patience}: expected an integer >= 1")
     if args.epochs is not None and args.epochs < 1:
@@ -85,7 +103,7 @@ def run(args):
         if (same & (results.patience == args.patience)).any():
             print(f"sweep: {row_name} done with this code ({version}), skipped", flush=True)
             continue
-        argv = sweep.experiment_argv(row, str(folder), args.patience)
+        argv = sweep.experiment_argv(row, folder, args.patience)
         print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
         subprocess.run(["git", "checkout", "params.yaml"], check=True)  # the committed params, then the row's
         subprocess.run(["dvc", "exp", "remove", row_name], capture_output=True)  # a recorded, untabulated try
@@ -105,10 +123,33 @@ def run(args):
                 f"{record['ours_best_on_test']:.2f} % (published {row.ascend_top1_pct} / {row.gpu_top1_pct}), "
                 f"{record['epochs_run']} epochs"
             )
-            files = [str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)]
-            subprocess.run(["git", "add", *files], check=True)
-            subprocess.run(["git", "commit", "-q", "-m", message, "--", *files], check=True)
+            commit([str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)], message)
     return f"{ran} row(s) trained; {RESULTS.with_suffix('.md')}"
+
+
+def best(args):
+    argv = sweep.recipe_argv(mnist_folder(args))
+    print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
+    subprocess.run(["git", "checkout", "params.yaml"], check=True)  # the committed params, then the recipe's
+    subprocess.run(["dvc", "exp", "remove", sweep.RECIPE_NAME], capture_output=True)
+    start = time.perf_counter()
+    if subprocess.run(argv).returncode != 0:
+        raise UserError(f"{sweep.RECIPE_NAME}: dvc exp run failed (see above)")
+    minutes = (time.perf_counter() - start) / 60
+    record = sweep.recipe_result(
+        read_json("metrics/eval.json"),
+        read_json("models/attention_cluster.json"),
+        read_json("metrics/feature.json"),
+        minutes,
+        device.cpu()["model"],
+    )
+    if record["code_version"] != inputs.code_version("eval"):
+        raise UserError(f"metrics/eval.json is from code {record['code_version']}, not the current code")
+    write_json(BEST, record)
+    summary = f"test top-1 {record['top1']:.2f} % in {minutes:.1f} min of pipeline"
+    if args.commit:
+        commit([str(BEST)], f"best recipe: {summary}")
+    return f"{summary}; {BEST}"
 
 
 def table(args):
@@ -128,8 +169,12 @@ def main(argv=None):
     r.add_argument("--epochs", type=int, help="epoch budget of every row (default: the published 200)")
     r.add_argument("--commit", action="store_true", help="git commit the table after each row")
     commands.add_parser("table", help="redraw metrics/results.md and plots/results_curves.png")
+    b = commands.add_parser("best", help="run our best recipe, every stage, and write metrics/best_recipe.json")
+    b.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
+    b.add_argument("--commit", action="store_true", help="git commit metrics/best_recipe.json")
     args = parser.parse_args(argv)
-    cli.main(f"sweep {args.command}", lambda: (run if args.command == "run" else table)(args), check_inputs=False)
+    command = {"run": run, "table": table, "best": best}[args.command]
+    cli.main(f"sweep {args.command}", lambda: command(args), check_inputs=False)
 
 
 if __name__ == "__main__":

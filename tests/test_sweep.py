@@ -70,6 +70,8 @@ FAKE_DVC = """#!{python}
 import json, os, sys
 from pathlib import Path
 from attention_clusters import inputs
+forced = "--force" in sys.argv
+sys.argv.remove("--force") if forced else None
 if sys.argv[2] == "remove":
     Path("removed").open("a").write(sys.argv[3] + "\\n")
     sys.exit(1)  # as dvc when there is no such experiment
@@ -78,7 +80,7 @@ Path("params.yaml").write_text("natt: " + dict(a.split("=", 1) for a in sys.argv
 settings = dict(a.split("=", 1) for a in sys.argv[6::2])
 if os.environ.get("FAKE_DVC_FAIL") == settings["natt"]:
     sys.exit(1)
-Path("log").open("a").write(sys.argv[4] + "\\n")
+Path("log").open("a").write(sys.argv[4] + (" forced" if forced else "") + "\\n")
 Path("metrics").mkdir(exist_ok=True)
 Path("models").mkdir(exist_ok=True)
 live = Path("dvclive/plots/metrics")
@@ -89,10 +91,12 @@ for metric, values in top1.items():
     lines = "".join(f"{{i}}\\t{{v}}\\n" for i, v in enumerate(values))
     (live / f"{{metric}}.tsv").write_text("step\\t" + metric + "\\n" + lines)
 version = inputs.code_version("eval")
-Path("metrics/eval.json").write_text(json.dumps({{"top1": 18.0 + natt, "full_mnist": True, "code_version": version}}))
+metrics = {{"top1": 18.0 + natt, "top5": 40.0 + natt, "full_mnist": True, "code_version": version}}
+Path("metrics/eval.json").write_text(json.dumps(metrics))
 info = {{"best_epoch": 2, "best_test_top1_any_epoch": 19.0 + natt, "best_test_epoch": 2, "epochs": 2}}
-info["train_minutes"] = 0.1
+info.update(train_minutes=0.1, best_val_top1=20.0 + natt)
 Path("models/attention_cluster.json").write_text(json.dumps(info))
+Path("metrics/feature.json").write_text(json.dumps({{"noisy_test_top1": 98.5}}))
 """
 
 
@@ -126,7 +130,7 @@ def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
     assert failed.returncode == 1 and "fc1-natt8: dvc exp run failed" in failed.stderr
     ok = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit")
     assert ok.returncode == 0, ok.stderr
-    assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]
+    assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]  # resumable: no --force
     assert (folder / "removed").read_text().split() == ["fc1-natt8", "fc1-natt8", "fc2-natt8"]
     results = pd.read_csv(folder / "metrics/results.csv")
     assert list(results.ours_val_selected) == [26.0, 26.0] and list(results.ours_best_on_test) == [27.0, 27.0]
@@ -159,3 +163,24 @@ def test_bad_arguments_are_one_line(scratch):
     assert missing.returncode == 1 and missing.stderr.strip().endswith("not a folder (expected the four MNIST files)")
     bad = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--patience", "0")
     assert bad.returncode == 1 and "--patience 0: expected an integer >= 1" in bad.stderr
+
+
+def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
+    argv = sweep.recipe_argv("/data/mnist")
+    assert argv[:6] == ["dvc", "exp", "run", "-n", "best", "--force"]
+    settings = dict(a.split("=", 1) for a in argv[7::2])
+    assert settings == {
+        **{k: str(v) for k, v in sweep.RECIPE.items()},
+        "mnist.source": "folder",
+        "mnist.folder": "/data/mnist",
+    }
+    folder, _ = scratch
+    result = sweep_cli(scratch, "best", "--mnist-folder", str(folder), "--commit")
+    assert result.returncode == 0, result.stderr
+    assert (folder / "log").read_text().split() == ["best", "forced"]
+    natt = sweep.RECIPE["natt"]
+    record = json.loads((folder / "metrics/best_recipe.json").read_text())
+    assert record["settings"] == sweep.RECIPE and record["top1"] == 18.0 + natt and record["noisy_test_top1"] == 98.5
+    assert record["best_val_top1"] == 20.0 + natt and 0 <= record["pipeline_minutes"] < 5
+    log = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True).stdout
+    assert log.startswith(f"best recipe: test top-1 {18.0 + natt:.2f} % in ")
