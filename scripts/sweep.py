@@ -39,6 +39,8 @@ RESULTS = Path("metrics/results.csv")
 CURVES = Path("metrics/results_curves.csv")
 PICTURE = Path("plots/results_curves.png")
 BEST = Path("metrics/best_recipe.json")
+README = Path("README.md")
+WRITTEN = [str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)]  # what each row commits
 LIVE = Path("dvclive/plots/metrics")
 CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
@@ -62,13 +64,17 @@ def curve_rows(row_name):
 
 
 def write(results, curves):
-    """Write the results table (CSV and markdown), the curves CSV and their picture."""
+    """Write the results table (CSV and markdown), the curves CSV, their picture and README.md's
+    results section (when README.md has its markers)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(RESULTS, index=False)
     RESULTS.with_suffix(".md").write_text(sweep.markdown(results))
     curves.to_csv(CURVES, index=False)
     PICTURE.parent.mkdir(parents=True, exist_ok=True)
     sweep.plot_curves(curves, PICTURE)
+    if README.is_file():
+        best = read_json(BEST) if BEST.is_file() else None
+        README.write_text(sweep.update_readme(README.read_text(), sweep.readme_block(results, best)))
 
 
 def mnist_folder(args):
@@ -123,7 +129,7 @@ def run(args):
                 f"{record['ours_best_on_test']:.2f} % (published {row.ascend_top1_pct} / {row.gpu_top1_pct}), "
                 f"{record['epochs_run']} epochs"
             )
-            commit([str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)], message)
+            commit(WRITTEN + ([str(README)] if README.is_file() else []), message)
     return f"{ran} row(s) trained; {RESULTS.with_suffix('.md')}"
 
 
@@ -146,9 +152,10 @@ def best(args):
     if record["code_version"] != inputs.code_version("eval"):
         raise UserError(f"metrics/eval.json is from code {record['code_version']}, not the current code")
     write_json(BEST, record)
+    write(*load_tables())
     summary = f"test top-1 {record['top1']:.2f} % in {minutes:.1f} min of pipeline"
     if args.commit:
-        commit([str(BEST)], f"best recipe: {summary}")
+        commit([str(BEST), *WRITTEN] + ([str(README)] if README.is_file() else []), f"best recipe: {summary}")
     return f"{summary}; {BEST}"
 
 

@@ -111,6 +111,7 @@ def scratch(tmp_path):
     (tmp_path / "dvc.yaml").write_text(json.dumps({"stages": {"eval": {"cmd": "python eval.py", "deps": ["eval.py"]}}}))
     (tmp_path / "pub.csv").write_text(PUBLISHED.to_csv(index=False))
     (tmp_path / "params.yaml").write_text("natt: 1\n")
+    (tmp_path / "README.md").write_text(f"# A\n{sweep.README_START}\nold\n{sweep.README_END}\nB\n")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "start"]):
@@ -137,6 +138,9 @@ def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
     curves = pd.read_csv(folder / "metrics/results_curves.csv")
     assert list(curves.columns) == ["row", "epoch", "val_top1", "test_top1"] and len(curves) == 4
     assert (folder / "plots/results_curves.png").read_bytes()[:4] == b"\x89PNG"
+    readme = (folder / "README.md").read_text()
+    assert readme.startswith(f"# A\n{sweep.README_START}\n2 of 16 published rows") and readme.endswith("B\n")
+    assert "| 1 | 8 | 0.0001 | 0 | 80.5 / 65 | 26 | 27 | 2 (stopped early) |" in readme and "old" not in readme
     log = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True).stdout.splitlines()
     assert log[:2] == [
         "sweep fc2-natt8: val-selected 26.00 %, best on test 27.00 % (published 76.4 / 81.6), 2 epochs",
@@ -184,3 +188,13 @@ def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
     assert record["best_val_top1"] == 20.0 + natt and 0 <= record["pipeline_minutes"] < 5
     log = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True).stdout
     assert log.startswith(f"best recipe: test top-1 {18.0 + natt:.2f} % in ")
+    assert "Our best recipe (`metrics/best_recipe.json`, `-S feature.epochs=" in (folder / "README.md").read_text()
+    assert "README.md" in subprocess.run(["git", "show", "--stat"], cwd=folder, capture_output=True, text=True).stdout
+
+
+def test_readme_shows_the_committed_results():
+    """README.md's results block is what scripts/sweep.py makes from the committed tables."""
+    results = pd.read_csv(ROOT / "metrics/results.csv", dtype={"code_version": str})
+    best = ROOT / "metrics/best_recipe.json"
+    block = sweep.readme_block(results, json.loads(best.read_text()) if best.is_file() else None)
+    assert block in (ROOT / "README.md").read_text()

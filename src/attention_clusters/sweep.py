@@ -201,6 +201,58 @@ def markdown(frame):
     return "\n".join(lines) + "\n"
 
 
+README_START, README_END = "<!-- results: start (scripts/sweep.py) -->", "<!-- results: end -->"
+
+
+def readme_block(results, best=None):
+    """The README's results section, generated: the published rows that have run (from
+    ``metrics/results.csv``) and, when given, the best recipe's record (``metrics/best_recipe.json``).
+
+    Args:
+        results: DataFrame with :data:`COLUMNS`; best: dict of :func:`recipe_result` or None.
+    """
+    short = pd.DataFrame(
+        {
+            "fc": results.fc,
+            "natt": results.natt,
+            "lr": results.lr,
+            "weight decay": results.weight_decay,
+            "published Ascend / GPU": [
+                f"{a:g} / {g:g}" for a, g in zip(results.published_ascend, results.published_gpu)
+            ],
+            "ours, val-selected": results.ours_val_selected,
+            "ours, best on test": results.ours_best_on_test,
+            "epochs run": [
+                f"{n}" + (" (stopped early)" if s else "") for n, s in zip(results.epochs_run, results.stopped_early)
+            ],
+        }
+    )
+    lines = [
+        README_START,
+        f"{len(results)} of 16 published rows so far (`metrics/results.md`, full MNIST, test top-1 %):",
+        "",
+        markdown(short).rstrip("\n"),
+    ]
+    if best is not None:
+        settings = " ".join(f"-S {key}={value}" for key, value in best["settings"].items())
+        lines += [
+            "",
+            f"Our best recipe (`metrics/best_recipe.json`, `{settings}`): test top-1 {best['top1']:g} % "
+            f"(val-selected; top-5 {best['top5']:g} %), the whole pipeline from MNIST files in "
+            f"{best['pipeline_minutes']:g} minutes on {best['host']}.",
+        ]
+    return "\n".join(lines + [README_END])
+
+
+def update_readme(text, block):
+    """``text`` (README.md) with the part from :data:`README_START` to :data:`README_END` replaced
+    by ``block``; ``text`` unchanged when it lacks the markers."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return text
+    return text[:start] + block + text[end + len(README_END) :]
+
+
 def plot_curves(curves, path):
     """Val top-1 (%) by epoch, one line per row, as a PNG at ``path``.
 
