@@ -124,8 +124,8 @@ def recipe_argv(mnist_folder):
 def recipe_result(eval_metrics, model_info, feature_metrics, pipeline_minutes, host):
     """The best recipe's record (``metrics/best_recipe.json``): its settings, the test top-1 and
     top-5 of the epoch chosen on validation, the wall-clock minutes of the whole pipeline, the
-    training minutes (without validation), the extractor's Noisy-MNIST test top-1, the host and
-    the code version."""
+    training minutes (without validation), the extractor's Noisy-MNIST test top-1, top-1 by the
+    number of digits in a video, the host and the code version."""
     return {
         "settings": dict(RECIPE),
         "top1": eval_metrics["top1"],
@@ -136,6 +136,7 @@ def recipe_result(eval_metrics, model_info, feature_metrics, pipeline_minutes, h
         "pipeline_minutes": round(pipeline_minutes, 2),
         "train_minutes": model_info["train_minutes"],
         "noisy_test_top1": feature_metrics["noisy_test_top1"],
+        "top1_by_digit_count": eval_metrics["top1_by_digit_count"],
         "full_mnist": eval_metrics["full_mnist"],
         "host": host,
         "code_version": eval_metrics["code_version"],
