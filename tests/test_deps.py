@@ -95,6 +95,22 @@ def test_no_stage_always_runs_and_params_text_is_checked():
     assert "params.yaml" in STAGES["check"]["deps"]  # any edit of its text re-validates it
 
 
+def test_no_dep_lies_inside_another_stages_directory_output():
+    """A file inside a directory output is declared as the whole directory: with a dep such as
+    data/mnist/source.json, `dvc exp run` (DVC 3.67) fails with "failed to load directory
+    ('data', 'mnist')" once a stage is restored from the run cache while the DVC cache lacks the
+    .dir object that dvc.lock records (a fresh clone; tests/test_pipeline.py reproduces it)."""
+    outs = {out for spec in STAGES.values() for out, _ in inputs.outputs(spec)}
+    inside = sorted(
+        (stage, dep, out)
+        for stage, spec in STAGES.items()
+        for dep in inputs._deps(spec)
+        for out in outs
+        if Path(out) in Path(dep).parents
+    )
+    assert not inside, f"dvc.yaml: deps inside a directory output, declare the directory instead: {inside}"
+
+
 def lock_mismatches(repo):
     """What `dvc status` in ``repo`` finds changed in commands, code or params since dvc.lock, as
     (stage, path or kind, how) tuples. Absent data made by a stage is no change: a clean checkout

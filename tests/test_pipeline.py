@@ -243,6 +243,28 @@ def test_second_repro_does_nothing_and_data_is_deterministic(repo):
     assert "changed outs" not in status, status
 
 
+def test_exp_run_under_a_lock_made_elsewhere_restores_from_the_run_cache(repo):
+    """A clone whose committed dvc.lock was made on another machine: its directory outputs are not
+    in this DVC cache, while the run cache holds every stage. `dvc exp run` restores the stages
+    from the run cache; it used to fail with "failed to load directory ('data', 'mnist')" where a
+    stage declared a file inside another stage's directory output (data/mnist/source.json)."""
+    saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}  # as the fixture ran them
+    lock = yaml.safe_load(saved["dvc.lock"])
+    for entry in (e for stage in lock["stages"].values() for e in stage.get("deps", []) + stage.get("outs", [])):
+        if str(entry.get("md5", "")).endswith(".dir"):  # the same directory, hashed elsewhere
+            entry["md5"] = hashlib.md5(f"elsewhere {entry['md5']}".encode()).hexdigest() + ".dir"
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    try:
+        result = run([str(BIN / "dvc"), "exp", "run"], repo, check=False)
+    finally:
+        for name, text in saved.items():
+            (repo / name).write_text(text)
+        run([str(BIN / "dvc"), "checkout", "--force"], repo)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Stage 'feature' is cached - skipping run" in result.stdout  # the case that failed
+    assert re.findall(r"Running stage '(\w+)'", result.stdout) == ["train"]  # persist outs: never run-cached
+
+
 def test_results_carry_their_code_version(repo, monkeypatch):
     """eval.json names the code of eval and the stages upstream of it, and only that code."""
     monkeypatch.chdir(repo)
