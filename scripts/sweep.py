@@ -13,9 +13,10 @@ table. After each row it updates ``metrics/results.csv`` and ``.md``, the curves
 those four files at once. It can be stopped at any moment: running it again continues the
 unfinished row from its last completed epoch (the train stage resumes its state when its inputs
 are the same), so at most the epoch in progress is lost. Each row starts from the committed
-params.yaml (``git checkout params.yaml``: uncommitted edits to it are discarded) and the
+params.yaml (``git checkout HEAD -- params.yaml``: uncommitted edits to it are discarded) and the
 workspace is left with the last row's params and outputs: run it in a checkout of its own
-(``git worktree add``), or restore with ``git checkout params.yaml dvc.lock && dvc checkout``.
+(``git worktree add``), or restore with ``git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
+(DVC's autostage stages dvc.lock, so a plain ``git checkout dvc.lock`` would restore the staged one).
 ``table`` redraws the markdown table and the picture from the two CSV files.
 
 ``best`` runs our best recipe (``sweep.RECIPE``) with ``dvc exp run --force``, so every stage
@@ -111,7 +112,9 @@ def run(args):
             continue
         argv = sweep.experiment_argv(row, folder, args.patience)
         print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
-        subprocess.run(["git", "checkout", "params.yaml"], check=True)  # the committed params, then the row's
+        subprocess.run(
+            ["git", "checkout", "HEAD", "--", "params.yaml"], check=True
+        )  # the committed params, then the row's
         subprocess.run(["dvc", "exp", "remove", row_name], capture_output=True)  # a recorded, untabulated try
         if subprocess.run(argv).returncode != 0:
             raise UserError(f"{row_name}: dvc exp run failed (see above); run this command again to continue the row")
@@ -136,7 +139,9 @@ def run(args):
 def best(args):
     argv = sweep.recipe_argv(mnist_folder(args))
     print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
-    subprocess.run(["git", "checkout", "params.yaml"], check=True)  # the committed params, then the recipe's
+    subprocess.run(
+        ["git", "checkout", "HEAD", "--", "params.yaml"], check=True
+    )  # the committed params, then the recipe's
     subprocess.run(["dvc", "exp", "remove", sweep.RECIPE_NAME], capture_output=True)
     start = time.perf_counter()
     if subprocess.run(argv).returncode != 0:
