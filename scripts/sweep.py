@@ -111,10 +111,14 @@ def write(results, curves):
 
 
 def mnist_folder(args):
-    """--mnist-folder as an absolute path; UserError unless it is a folder ("" is not the current one)."""
+    """--mnist-folder as an absolute path; UserError unless it is a folder with the four MNIST files
+    (read as the download_mnist stage reads them, so a missing file stops before any work)."""
     folder = Path(args.mnist_folder).expanduser().resolve()
     if not args.mnist_folder or not folder.is_dir():
         raise UserError(f"--mnist-folder '{args.mnist_folder}': not a folder (expected the four MNIST files)")
+    from attention_clusters import mnist_sources  # pooch and requests: only here
+
+    mnist_sources.from_folder(folder)
     return str(folder)
 
 

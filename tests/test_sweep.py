@@ -182,6 +182,8 @@ def test_bad_arguments_are_one_line(scratch):
     assert one_line(empty, "--mnist-folder '': not a folder"), empty.stderr
     a_file = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "README.md"))
     assert one_line(a_file, "README.md': not a folder"), a_file.stderr
+    no_files = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "bin"))  # before any git checkout or dvc
+    assert one_line(no_files, "bin: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)")
     (folder / "garbage.csv").write_text('fc,"natt\n')
     for published, text in [("garbage.csv", "garbage.csv: not a valid CSV file"), ("bin", "bin: not a valid CSV")]:
         result = subprocess.run(
