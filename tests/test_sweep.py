@@ -253,6 +253,7 @@ def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
         "mnist.folder": "/data/mnist",
     }
     folder, _ = scratch
+    (folder / "params.yaml").write_text("natt: 99\n")  # an uncommitted edit: the stand-in dvc asserts it is gone
     result = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist"), "--commit")
     assert result.returncode == 0, result.stderr
     assert (folder / "log").read_text().split() == ["best", "forced"]
