@@ -12,10 +12,13 @@ uniform), the standard deviation of the scores across a video's frames, and for 
 fraction of the hidden tanh units whose input exceeds 2 in magnitude (saturated). Used in
 docs/results.md ("Why fc=2 natt=1 is slow").
 
-Raises (as one line): the features file is missing or not float32 (N, L, F); --videos or --natt < 1.
+Raises (as one line): the features file is missing, a folder, not a float32 (N, L, F) array with
+N, L, F >= 1, or holds NaN / inf; --videos < 1; --natt or a seed outside params.yaml's range
+(natt 1..4096, seed 0..2**32-1). Nothing is printed before the inputs are checked.
 """
 
 import argparse
+from pathlib import Path
 
 import mindspore as ms
 import numpy as np
@@ -24,9 +27,11 @@ from mindspore.common.initializer import Normal, Zero, initializer
 
 from attention_clusters import cli, storage
 from attention_clusters.errors import UserError
+from attention_clusters.params import Params
 from attention_clusters.trained_model import build_model
 
 SATURATED = 2.0  # |tanh input| above which tanh' < 0.071
+CHUNK = 256  # videos scored at once: bounds the (N, C, L) float64 arrays at large natt
 
 
 def modelzoo_init(net):
@@ -39,22 +44,54 @@ def modelzoo_init(net):
             param.set_data(initializer(Zero(), param.shape, ms.float32))
 
 
-def statistics(net, x):
-    """dict of the attention statistics above for ``net``'s first cluster on float32 (N, L, F) x."""
+def statistics(net, features):
+    """dict of the attention statistics above for ``net``'s first cluster on float32 (N, L, F)
+    ``features``, scored ``CHUNK`` videos at a time."""
     cluster = net.clusters[0]
-    scores = cluster.score(x).asnumpy().transpose(0, 2, 1).astype(np.float64)  # (N, C, L)
-    weights = np.exp(scores - scores.max(-1, keepdims=True))
-    weights /= weights.sum(-1, keepdims=True)
-    entropy = -(weights * np.log(np.maximum(weights, 1e-30))).sum(-1) / np.log(scores.shape[-1])
+    entropy, max_weight, score_std, saturated = [], [], [], 0
+    for begin in range(0, len(features), CHUNK):
+        x = ms.Tensor(features[begin : begin + CHUNK])
+        scores = cluster.score(x).asnumpy().transpose(0, 2, 1).astype(np.float64)  # (n, C, L)
+        weights = np.exp(scores - scores.max(-1, keepdims=True))
+        weights /= weights.sum(-1, keepdims=True)
+        entropy.append(-(weights * np.log(np.maximum(weights, 1e-30))).sum(-1) / np.log(scores.shape[-1]))
+        max_weight.append(weights.max(-1))
+        score_std.append(scores.std(-1))
+        if cluster.fc == 2:
+            saturated += int((np.abs(cluster.score[0](x).asnumpy()) > SATURATED).sum())
     row = {
-        "entropy / log L": entropy.mean(),
-        "max weight": weights.max(-1).mean(),
-        "score std over frames": scores.std(-1).mean(),
+        "entropy / log L": np.concatenate(entropy).mean(),
+        "max weight": np.concatenate(max_weight).mean(),
+        "score std over frames": np.concatenate(score_std).mean(),
     }
     if cluster.fc == 2:
-        hidden_input = cluster.score[0](x).asnumpy()
-        row["tanh saturated"] = (np.abs(hidden_input) > SATURATED).mean()
+        row["tanh saturated"] = saturated / (features.shape[0] * features.shape[1] * cluster.score[0].out_channels)
     return row
+
+
+def bounds(key):
+    """``(low, high)`` of the integer ``key`` of params.yaml, as its schema (params.py) bounds it."""
+    limits = {type(m).__name__: m for m in Params.model_fields[key].metadata}
+    return limits["Ge"].ge, limits["Le"].le
+
+
+def load_features(path, videos):
+    """The first ``videos`` videos of the features file ``path``: native float32 (N, L, F), finite.
+
+    Raises:
+        UserError: naming the file and what it holds instead.
+    """
+    if Path(path).is_dir():
+        raise UserError(f"{path}: a folder; expected a float32 (N, L, F) .npy features file")
+    features = storage.load_npy(path, mmap=True, ndim=3)[:videos]
+    if features.dtype.kind != "f" or features.dtype.itemsize != 4:
+        raise UserError(f"{path}: expected float32 features (N, L, F), got {features.dtype}")
+    if 0 in features.shape:
+        raise UserError(f"{path}: expected float32 features (N, L, F) with N, L, F >= 1, got shape {features.shape}")
+    features = np.ascontiguousarray(features, dtype=np.float32)  # also native byte order
+    if not np.isfinite(features).all():
+        raise UserError(f"{path}: the first {len(features)} videos hold NaN or inf values")
+    return features
 
 
 def run():
@@ -64,12 +101,18 @@ def run():
     parser.add_argument("--natt", type=int, default=1)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     args = parser.parse_args()
-    if args.videos < 1 or args.natt < 1:
-        raise UserError(f"--videos and --natt must be >= 1, got {args.videos} and {args.natt}")
-    features = storage.load_npy(args.features, mmap=True, ndim=3)[: args.videos]
-    if features.dtype != np.float32:
-        raise UserError(f"{args.features}: expected float32 features (N, L, F), got {features.dtype}")
-    x = ms.Tensor(np.ascontiguousarray(features))
+    if args.videos < 1:
+        raise UserError(f"--videos {args.videos}: expected an integer >= 1")
+    low, high = bounds("natt")
+    if not low <= args.natt <= high:
+        raise UserError(f"--natt {args.natt}: expected an integer in {low}..{high} (as params.yaml's natt)")
+    low, high = bounds("seed")
+    bad = [seed for seed in args.seeds if not low <= seed <= high]
+    if bad:
+        raise UserError(
+            f"--seeds {' '.join(map(str, bad))}: expected integers in {low}..{high} (as params.yaml's seed)"
+        )
+    features = load_features(args.features, args.videos)
     rows = []
     for fc in (1, 2):
         for init in ("ours", "modelzoo"):
@@ -78,9 +121,10 @@ def run():
                 net = build_model(fc, args.natt, (features.shape[2],))
                 if init == "modelzoo":
                     modelzoo_init(net)
-                rows.append({"fc": fc, "init": init, "seed": seed, **statistics(net, x)})
+                rows.append({"fc": fc, "init": init, "seed": seed, **statistics(net, features)})
     table = pd.DataFrame(rows)
-    print(f"{args.features}: {x.shape[0]} videos, L={x.shape[1]}, F={x.shape[2]}, natt={args.natt}; uniform = 1 / L")
+    n, length, width = features.shape
+    print(f"{args.features}: {n} videos, L={length}, F={width}, natt={args.natt}; uniform = 1 / L")
     print(f"feature values: mean {features.mean():.2f}, range {features.min():.2f} .. {features.max():.4f}")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return "done"

@@ -46,14 +46,46 @@ LIVE = Path("dvclive/plots/metrics")
 CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
 
-def load(path, columns):
-    """The CSV at ``path`` (``code_version`` read as text), or an empty table with ``columns``."""
-    return pd.read_csv(path, dtype={"code_version": str}) if path.is_file() else pd.DataFrame(columns=columns)
+def load(path, columns, required=False):
+    """The CSV at ``path`` (``code_version`` read as text), or an empty table with ``columns``
+    when it is absent and not ``required``.
+
+    Raises:
+        UserError: naming ``path``: required and absent, not a CSV file, or lacking a column.
+    """
+    if not path.exists() and not required:
+        return pd.DataFrame(columns=columns)
+    hint = f"restore it: git checkout HEAD -- {path}"
+    if not path.exists():
+        raise UserError(f"{path}: file not found (run scripts/sweep.py from the repository root; {hint})")
+    try:
+        table = pd.read_csv(path, dtype={"code_version": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]}); {hint}") from None
+    missing = [column for column in columns if column not in table.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; {hint}")
+    return table
 
 
-def load_tables():
-    """The results table and the curves table as committed (empty when absent)."""
-    return load(RESULTS, sweep.COLUMNS), load(CURVES, CURVE_COLUMNS)
+def load_tables(required=False):
+    """The results table and the curves table as committed (empty when absent, unless ``required``)."""
+    return load(RESULTS, sweep.COLUMNS, required), load(CURVES, CURVE_COLUMNS, required)
+
+
+def new_readme(results, with_best=True):
+    """README.md's text with its results section made from ``results`` and metrics/best_recipe.json;
+    None without README.md. Called before any work too, so a damaged README.md or best-recipe
+    record stops the command before it trains or writes anything; ``with_best=False`` leaves the
+    record out (``best`` is about to re-make it).
+
+    Raises:
+        UserError: README.md's markers are missing or out of order, or the record is damaged.
+    """
+    if not README.is_file():
+        return None
+    best = sweep.check_recipe(read_json(BEST), str(BEST)) if with_best and BEST.exists() else None
+    return sweep.update_readme(README.read_text(), sweep.readme_block(results, best), str(README))
 
 
 def curve_rows(row_name):
@@ -66,23 +98,27 @@ def curve_rows(row_name):
 
 def write(results, curves):
     """Write the results table (CSV and markdown), the curves CSV, their picture and README.md's
-    results section (when README.md has its markers)."""
+    results section (when there is a README.md), the README's text made before any file is written."""
+    readme = new_readme(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     results.to_csv(RESULTS, index=False)
     RESULTS.with_suffix(".md").write_text(sweep.markdown(results))
     curves.to_csv(CURVES, index=False)
     PICTURE.parent.mkdir(parents=True, exist_ok=True)
     sweep.plot_curves(curves, PICTURE)
-    if README.is_file():
-        best = read_json(BEST) if BEST.is_file() else None
-        README.write_text(sweep.update_readme(README.read_text(), sweep.readme_block(results, best)))
+    if readme is not None:
+        README.write_text(readme)
 
 
 def mnist_folder(args):
-    """--mnist-folder as an absolute path; UserError unless it is a folder."""
+    """--mnist-folder as an absolute path; UserError unless it is a folder with the four MNIST files
+    (read as the download_mnist stage reads them, so a missing file stops before any work)."""
     folder = Path(args.mnist_folder).expanduser().resolve()
-    if not folder.is_dir():
-        raise UserError(f"--mnist-folder {args.mnist_folder}: not a folder (expected the four MNIST files)")
+    if not args.mnist_folder or not folder.is_dir():
+        raise UserError(f"--mnist-folder '{args.mnist_folder}': not a folder (expected the four MNIST files)")
+    from attention_clusters import mnist_sources  # pooch and requests: only here
+
+    mnist_sources.from_folder(folder)
     return str(folder)
 
 
@@ -99,6 +135,7 @@ def run(args):
         raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
     results, curves = load_tables()
+    new_readme(results)  # a damaged README.md or best-recipe record stops here, not after a row
     version, cpu, ran = inputs.code_version("eval"), device.cpu()["model"], 0
     results = results[results.code_version == version]  # rows of other code go
     curves = curves[curves.row.isin([sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)])]
@@ -119,9 +156,9 @@ def run(args):
         if subprocess.run(argv).returncode != 0:
             raise UserError(f"{row_name}: dvc exp run failed (see above); run this command again to continue the row")
         metrics, info = read_json("metrics/eval.json"), read_json("models/attention_cluster.json")
+        if metrics.get("code_version") != version:
+            raise UserError(f"{row_name}: metrics/eval.json is from code {metrics.get('code_version')}, not {version}")
         record = sweep.result(row, metrics, info, row.epochs, args.patience, cpu)
-        if record["code_version"] != version:
-            raise UserError(f"{row_name}: metrics/eval.json is from code {record['code_version']}, not {version}")
         results = sweep.merge(results, record)
         curves = pd.concat([curves[curves.row != row_name], curve_rows(row_name)], ignore_index=True)
         write(results, curves)
@@ -138,6 +175,7 @@ def run(args):
 
 def best(args):
     argv = sweep.recipe_argv(mnist_folder(args))
+    new_readme(load_tables()[0], with_best=False)  # a damaged README.md stops here, not after the pipeline
     print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
     subprocess.run(
         ["git", "checkout", "HEAD", "--", "params.yaml"], check=True
@@ -147,15 +185,16 @@ def best(args):
     if subprocess.run(argv).returncode != 0:
         raise UserError(f"{sweep.RECIPE_NAME}: dvc exp run failed (see above)")
     minutes = (time.perf_counter() - start) / 60
+    metrics = read_json("metrics/eval.json")
+    if metrics.get("code_version") != inputs.code_version("eval"):
+        raise UserError(f"metrics/eval.json is from code {metrics.get('code_version')}, not the current code")
     record = sweep.recipe_result(
-        read_json("metrics/eval.json"),
+        metrics,
         read_json("models/attention_cluster.json"),
         read_json("metrics/feature.json"),
         minutes,
         device.cpu()["model"],
     )
-    if record["code_version"] != inputs.code_version("eval"):
-        raise UserError(f"metrics/eval.json is from code {record['code_version']}, not the current code")
     write_json(BEST, record)
     write(*load_tables())
     summary = f"test top-1 {record['top1']:.2f} % in {minutes:.1f} min of pipeline"
@@ -165,7 +204,7 @@ def best(args):
 
 
 def table(args):
-    results, curves = load_tables()
+    results, curves = load_tables(required=True)
     write(results, curves)
     return f"{len(results)} row(s): {RESULTS.with_suffix('.md')}, {PICTURE}"
 

@@ -3,6 +3,7 @@ run against a stand-in for `dvc` in a scratch git repository."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from attention_clusters import sweep
+from attention_clusters import mnist, sweep
 from attention_clusters.errors import UserError
 
 PUBLISHED = pd.DataFrame(
@@ -113,6 +114,9 @@ def scratch(tmp_path):
     (tmp_path / "pub.csv").write_text(PUBLISHED.to_csv(index=False))
     (tmp_path / "params.yaml").write_text("natt: 1\n")
     (tmp_path / "README.md").write_text(f"# A\n{sweep.README_START}\nold\n{sweep.README_END}\nB\n")
+    (tmp_path / "mnist").mkdir()
+    for name in mnist.NAMES:  # present, as --mnist-folder needs; the stand-in dvc never reads them
+        (tmp_path / "mnist" / name).write_bytes(b"")
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), PATH=f"{tmp_path / 'bin'}:{os.environ['PATH']}")
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
     for cmd in (["git", "init", "-q"], ["git", "add", "."], ["git", "commit", "-qm", "start"]):
@@ -128,9 +132,9 @@ def sweep_cli(scratch, *args, **env):
 
 def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
     folder, _ = scratch
-    failed = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit", FAKE_DVC_FAIL="8")
+    failed = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--commit", FAKE_DVC_FAIL="8")
     assert failed.returncode == 1 and "fc1-natt8: dvc exp run failed" in failed.stderr
-    ok = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--commit")
+    ok = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--commit")
     assert ok.returncode == 0, ok.stderr
     assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]  # resumable: no --force
     assert (folder / "removed").read_text().split() == ["fc1-natt8", "fc1-natt8", "fc2-natt8"]
@@ -147,27 +151,96 @@ def test_run_commits_each_row_and_continues_where_it_stopped(scratch):
         "sweep fc2-natt8: val-selected 26.00 %, best on test 27.00 % (published 76.4 / 81.6), 2 epochs",
         "sweep fc1-natt8: val-selected 26.00 %, best on test 27.00 % (published 80.5 / 65.0), 2 epochs",
     ]
-    again = sweep_cli(scratch, "run", "--mnist-folder", str(folder))
+    again = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"))
     assert again.returncode == 0 and again.stdout.count("done with this code") == 2
     assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]  # nothing trained again
     (folder / "eval.py").write_text("# other code\n")
-    rerun = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--rows", "2/8")
+    rerun = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8")
     assert rerun.returncode == 0 and (folder / "log").read_text().split()[-1] == "fc2-natt8"
     assert (
         list(pd.read_csv(folder / "metrics/results.csv").natt) == [8]
         and "fc1" not in (folder / "metrics/results.md").read_text()
     )
-    patience = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--rows", "2/8", "--patience", "5")
+    patience = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8", "--patience", "5")
     assert patience.returncode == 0 and (folder / "log").read_text().split().count("fc2-natt8") == 3
     assert sweep_cli(scratch, "table").returncode == 0
+
+
+def one_line(result, text):
+    """The command stopped with exit status 1 and one line on stderr, containing ``text``."""
+    lines = result.stderr.strip().splitlines()
+    return result.returncode == 1 and len(lines) == 1 and text in lines[0]
 
 
 def test_bad_arguments_are_one_line(scratch):
     folder, _ = scratch
     missing = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "nowhere"))
     assert missing.returncode == 1 and missing.stderr.strip().endswith("not a folder (expected the four MNIST files)")
-    bad = sweep_cli(scratch, "run", "--mnist-folder", str(folder), "--patience", "0")
+    bad = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--patience", "0")
     assert bad.returncode == 1 and "--patience 0: expected an integer >= 1" in bad.stderr
+    empty = sweep_cli(scratch, "best", "--mnist-folder", "")  # e.g. an unset "$MNIST": not the current folder
+    assert one_line(empty, "--mnist-folder '': not a folder"), empty.stderr
+    a_file = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "README.md"))
+    assert one_line(a_file, "README.md': not a folder"), a_file.stderr
+    no_files = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "bin"))  # before any git checkout or dvc
+    assert one_line(no_files, "bin: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)")
+    (folder / "garbage.csv").write_text('fc,"natt\n')
+    for published, text in [("garbage.csv", "garbage.csv: not a valid CSV file"), ("bin", "bin: not a valid CSV")]:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", published, "table"][:-1]
+            + ["run", "--mnist-folder", str(folder / "mnist")],
+            cwd=folder, env=scratch[1], capture_output=True, text=True,
+        )  # fmt: skip
+        assert one_line(result, text), result.stderr
+    assert not (folder / "log").exists() and not (folder / "removed").exists()
+
+
+def test_damaged_tables_and_readme_stop_with_one_line_and_change_nothing(scratch):
+    folder, _ = scratch
+    assert sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "1/8").returncode == 0
+    assert sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist")).returncode == 0
+    names = ["metrics/results.csv", "metrics/results_curves.csv", "metrics/best_recipe.json", "README.md"]
+    good = {name: (folder / name).read_text() for name in names}
+    columns = ",".join(c for c in sweep.COLUMNS if c != "host")
+    broken_readme = f"# A\n{sweep.README_END}\nold\n{sweep.README_START}\nB\n"
+    cases = [
+        ("metrics/results.csv", "", "metrics/results.csv: not a valid CSV file (No columns to parse from file)"),
+        ("metrics/results.csv", 'fc,"natt\n', "metrics/results.csv: not a valid CSV file"),
+        ("metrics/results.csv", columns + "\n", "metrics/results.csv: missing column(s) host"),
+        ("metrics/results_curves.csv", "a,b\n", "metrics/results_curves.csv: missing column(s) row, epoch"),
+        ("metrics/best_recipe.json", "{bad", "metrics/best_recipe.json: not valid JSON"),
+        ("metrics/best_recipe.json", "[]", "metrics/best_recipe.json: expected a JSON object with settings"),
+        ("metrics/best_recipe.json", '{"settings": {}, "top1": "92"}', "best_recipe.json: expected a JSON object"),
+        ("README.md", "# A\n", "README.md: expected the results section once"),
+        ("README.md", broken_readme, "found 1 start and 1 end marker(s), end first"),
+    ]
+    for name, text, error in cases:
+        (folder / name).write_text(text)
+        result = sweep_cli(scratch, "table")
+        assert one_line(result, error), (name, text, result.stderr)
+        (folder / name).write_text(good[name])
+        assert {n: (folder / n).read_text() for n in names} == good, (name, text)  # nothing half-written
+    (folder / "README.md").write_text(broken_readme)
+    run = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8")
+    assert one_line(run, "README.md: expected the results section once") and "fc2" not in (folder / "log").read_text()
+    (folder / "metrics/results.csv").unlink()  # e.g. run from another folder: no empty table written
+    missing = sweep_cli(scratch, "table")
+    assert one_line(missing, "metrics/results.csv: file not found (run scripts/sweep.py from the repository root")
+    assert not (folder / "metrics/results.csv").exists()
+
+
+def test_readme_markers_must_be_there_once_and_in_order():
+    block = f"{sweep.README_START}\nnew\n{sweep.README_END}"
+    assert sweep.update_readme(f"a\n{sweep.README_START}\nold\n{sweep.README_END}\nb", block) == f"a\n{block}\nb"
+    for text, found in [
+        ("a\n", "found 0 start and 0 end marker(s)"),
+        (f"a\n{sweep.README_START}\nold\n", "found 1 start and 0 end marker(s)"),
+        (f"a\nold\n{sweep.README_END}\n", "found 0 start and 1 end marker(s)"),
+        (f"{sweep.README_END}\n{sweep.README_START}\n", "found 1 start and 1 end marker(s), end first"),
+        (f"{block}\n{block}\n", "found 2 start and 2 end marker(s)"),
+    ]:
+        with pytest.raises(UserError, match=f"^README.md: expected the results section once.*; {re.escape(found)} \\("):
+            sweep.update_readme(text, block)
 
 
 def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
@@ -180,7 +253,8 @@ def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
         "mnist.folder": "/data/mnist",
     }
     folder, _ = scratch
-    result = sweep_cli(scratch, "best", "--mnist-folder", str(folder), "--commit")
+    (folder / "params.yaml").write_text("natt: 99\n")  # an uncommitted edit: the stand-in dvc asserts it is gone
+    result = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist"), "--commit")
     assert result.returncode == 0, result.stderr
     assert (folder / "log").read_text().split() == ["best", "forced"]
     natt = sweep.RECIPE["natt"]

@@ -51,12 +51,14 @@ def published_rows(path=PUBLISHED):
     """The published table: DataFrame with the columns of :data:`PUBLISHED_COLUMNS`, one row per fc/natt.
 
     Raises:
-        UserError: the file is missing or lacks a column.
+        UserError: the file is missing, not a CSV file, or lacks a column.
     """
     try:
         table = pd.read_csv(path)
     except FileNotFoundError:
         raise UserError(f"{path}: published table not found") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]})") from None
     missing = PUBLISHED_COLUMNS - set(table.columns)
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
@@ -245,13 +247,44 @@ def readme_block(results, best=None):
     return "\n".join(lines + [README_END])
 
 
-def update_readme(text, block):
+def update_readme(text, block, where="README.md"):
     """``text`` (README.md) with the part from :data:`README_START` to :data:`README_END` replaced
-    by ``block``; ``text`` unchanged when it lacks the markers."""
+    by ``block``.
+
+    Raises:
+        UserError: naming ``where``, unless ``text`` holds each marker once, the start first.
+    """
+    counts = [text.count(marker) for marker in (README_START, README_END)]
     start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        return text
+    if counts != [1, 1] or end < start:
+        found = f"found {counts[0]} start and {counts[1]} end marker(s)" + (", end first" if 0 <= end < start else "")
+        raise UserError(
+            f"{where}: expected the results section once, between the lines {README_START} and "
+            f"{README_END}; {found} (restore them: git checkout HEAD -- {where})"
+        )
     return text[:start] + block + text[end + len(README_END) :]
+
+
+def check_recipe(best, where="metrics/best_recipe.json"):
+    """``best``, a record of :func:`recipe_result` as read from ``where``, with what
+    :func:`readme_block` shows.
+
+    Raises:
+        UserError: ``best`` is not an object with ``settings`` (an object), numeric ``top1``,
+            ``top5``, ``pipeline_minutes`` and ``host``.
+    """
+    numbers = ("top1", "top5", "pipeline_minutes")
+    if (
+        not isinstance(best, dict)
+        or not isinstance(best.get("settings"), dict)
+        or not all(isinstance(best.get(key), (int, float)) and not isinstance(best[key], bool) for key in numbers)
+        or "host" not in best
+    ):
+        raise UserError(
+            f"{where}: expected a JSON object with settings (an object), {', '.join(numbers)} (numbers) and host "
+            f"(restore it: git checkout HEAD -- {where}, or re-make it: python scripts/sweep.py best)"
+        )
+    return best
 
 
 def plot_curves(curves, path):
