@@ -21,13 +21,15 @@ import argparse
 import mindspore as ms
 import numpy as np
 from mindspore import ops
+from roofline import EXTRACTOR_LAYERS
 from timing import median_rate
 
 from attention_clusters import device
 from attention_clusters.models.extractor import FrameExtractor
 
 FRAMES = 1600  # the feature stage's extraction batch: 64 videos x 25 frames
-FLOPS_PER_FRAME = 2 * (24 * 24 * 25 * 10 + 8 * 8 * 250 * 20 + 320 * 50)  # the SPEC 5 layers' multiply-adds, x2
+# the feature's layers (SPEC 5, without the training head): 2 FLOPs a multiply-add
+FLOPS_PER_FRAME = 2 * sum(outputs * fan_in * units for outputs, fan_in, units in EXTRACTOR_LAYERS[:-1])
 
 
 def seconds_per_call(work, seconds):
