@@ -122,9 +122,37 @@ def mnist_folder(args):
     return str(folder)
 
 
+def tool(argv, **kwargs):
+    """``subprocess.run(argv, **kwargs)``; UserError when the program is not on PATH."""
+    try:
+        return subprocess.run(argv, **kwargs)
+    except FileNotFoundError:
+        raise UserError(f"{argv[0]}: not found on PATH (activate the environment: source .venv/bin/activate)") from None
+
+
+def git(*args):
+    """Run ``git args``; UserError with git's last line of complaint when it fails."""
+    result = tool(["git", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or ["failed"])[-1]
+        raise UserError(f"git {args[0]}: {said} (run scripts/sweep.py in the project's git checkout)")
+
+
 def commit(files, message):
-    subprocess.run(["git", "add", *files], check=True)
-    subprocess.run(["git", "commit", "-q", "-m", message, "--", *files], check=True)
+    git("add", *files)
+    git("commit", "-q", "-m", message, "--", *files)
+
+
+def experiment(name, argv, after_failure=""):
+    """Run ``dvc exp run`` ``argv`` of experiment ``name`` from the committed params.yaml.
+
+    Raises:
+        UserError: git or dvc is missing, params.yaml cannot be restored, or the run failed.
+    """
+    git("checkout", "HEAD", "--", "params.yaml")  # the committed params, then the experiment's
+    tool(["dvc", "exp", "remove", name], capture_output=True)  # a recorded, untabulated try
+    if tool(argv).returncode != 0:
+        raise UserError(f"{name}: dvc exp run failed (see above){after_failure}")
 
 
 def run(args):
@@ -149,12 +177,7 @@ def run(args):
             continue
         argv = sweep.experiment_argv(row, folder, args.patience)
         print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
-        subprocess.run(
-            ["git", "checkout", "HEAD", "--", "params.yaml"], check=True
-        )  # the committed params, then the row's
-        subprocess.run(["dvc", "exp", "remove", row_name], capture_output=True)  # a recorded, untabulated try
-        if subprocess.run(argv).returncode != 0:
-            raise UserError(f"{row_name}: dvc exp run failed (see above); run this command again to continue the row")
+        experiment(row_name, argv, "; run this command again to continue the row")
         metrics, info = read_json("metrics/eval.json"), read_json("models/attention_cluster.json")
         if metrics.get("code_version") != version:
             raise UserError(f"{row_name}: metrics/eval.json is from code {metrics.get('code_version')}, not {version}")
@@ -177,13 +200,8 @@ def best(args):
     argv = sweep.recipe_argv(mnist_folder(args))
     new_readme(load_tables()[0], with_best=False)  # a damaged README.md stops here, not after the pipeline
     print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
-    subprocess.run(
-        ["git", "checkout", "HEAD", "--", "params.yaml"], check=True
-    )  # the committed params, then the recipe's
-    subprocess.run(["dvc", "exp", "remove", sweep.RECIPE_NAME], capture_output=True)
     start = time.perf_counter()
-    if subprocess.run(argv).returncode != 0:
-        raise UserError(f"{sweep.RECIPE_NAME}: dvc exp run failed (see above)")
+    experiment(sweep.RECIPE_NAME, argv)
     minutes = (time.perf_counter() - start) / 60
     metrics = read_json("metrics/eval.json")
     if metrics.get("code_version") != inputs.code_version("eval"):

@@ -4,6 +4,7 @@ run against a stand-in for `dvc` in a scratch git repository."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -193,6 +194,10 @@ def test_bad_arguments_are_one_line(scratch):
         )  # fmt: skip
         assert one_line(result, text), result.stderr
     assert not (folder / "log").exists() and not (folder / "removed").exists()
+    shutil.rmtree(folder / ".git")
+    outside = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist"))
+    assert one_line(outside, "git checkout: "), outside.stderr
+    assert "run scripts/sweep.py in the project's git checkout" in outside.stderr
 
 
 def test_damaged_tables_and_readme_stop_with_one_line_and_change_nothing(scratch):
