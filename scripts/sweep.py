@@ -41,7 +41,6 @@ CURVES = Path("metrics/results_curves.csv")
 PICTURE = Path("plots/results_curves.png")
 BEST = Path("metrics/best_recipe.json")
 README = Path("README.md")
-WRITTEN = [str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)]  # what each row commits
 LIVE = Path("dvclive/plots/metrics")
 CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
@@ -138,21 +137,32 @@ def git(*args):
         raise UserError(f"git {args[0]}: {said} (run scripts/sweep.py in the project's git checkout)")
 
 
-def commit(files, message):
+def commit(message, *files):
+    """git commit what :func:`write` writes (README.md too, where there is one) and ``files``."""
+    files = [*files, str(RESULTS), str(RESULTS.with_suffix(".md")), str(CURVES), str(PICTURE)]
+    files += [str(README)] if README.is_file() else []
     git("add", *files)
     git("commit", "-q", "-m", message, "--", *files)
 
 
-def experiment(name, argv, after_failure=""):
+def experiment(name, argv, version, after_failure=""):
     """Run ``dvc exp run`` ``argv`` of experiment ``name`` from the committed params.yaml.
 
+    Returns:
+        The run's metrics/eval.json, made by the code of ``version`` (``inputs.code_version``).
+
     Raises:
-        UserError: git or dvc is missing, params.yaml cannot be restored, or the run failed.
+        UserError: git or dvc is missing, params.yaml cannot be restored, the run failed, or its
+        metrics/eval.json is from other code.
     """
     git("checkout", "HEAD", "--", "params.yaml")  # the committed params, then the experiment's
     tool(["dvc", "exp", "remove", name], capture_output=True)  # a recorded, untabulated try
     if tool(argv).returncode != 0:
         raise UserError(f"{name}: dvc exp run failed (see above){after_failure}")
+    metrics = read_json("metrics/eval.json")
+    if metrics.get("code_version") != version:
+        raise UserError(f"{name}: metrics/eval.json is from code {metrics.get('code_version')}, not {version}")
+    return metrics
 
 
 def run(args):
@@ -177,11 +187,8 @@ def run(args):
             continue
         argv = sweep.experiment_argv(row, folder, args.patience)
         print(f"sweep: {row_name}: {' '.join(argv)}", flush=True)
-        experiment(row_name, argv, "; run this command again to continue the row")
-        metrics, info = read_json("metrics/eval.json"), read_json("models/attention_cluster.json")
-        if metrics.get("code_version") != version:
-            raise UserError(f"{row_name}: metrics/eval.json is from code {metrics.get('code_version')}, not {version}")
-        record = sweep.result(row, metrics, info, row.epochs, args.patience, cpu)
+        metrics = experiment(row_name, argv, version, "; run this command again to continue the row")
+        record = sweep.result(row, metrics, read_json("models/attention_cluster.json"), row.epochs, args.patience, cpu)
         results = sweep.merge(results, record)
         curves = pd.concat([curves[curves.row != row_name], curve_rows(row_name)], ignore_index=True)
         write(results, curves)
@@ -192,20 +199,18 @@ def run(args):
                 f"{record['ours_best_on_test']:.2f} % (published {row.ascend_top1_pct} / {row.gpu_top1_pct}), "
                 f"{record['epochs_run']} epochs"
             )
-            commit(WRITTEN + ([str(README)] if README.is_file() else []), message)
+            commit(message)
     return f"{ran} row(s) trained; {RESULTS.with_suffix('.md')}"
 
 
 def best(args):
     argv = sweep.recipe_argv(mnist_folder(args))
-    new_readme(load_tables()[0], with_best=False)  # a damaged README.md stops here, not after the pipeline
+    results, curves = load_tables()
+    new_readme(results, with_best=False)  # a damaged README.md stops here, not after the pipeline
     print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
     start = time.perf_counter()
-    experiment(sweep.RECIPE_NAME, argv)
+    metrics = experiment(sweep.RECIPE_NAME, argv, inputs.code_version("eval"))
     minutes = (time.perf_counter() - start) / 60
-    metrics = read_json("metrics/eval.json")
-    if metrics.get("code_version") != inputs.code_version("eval"):
-        raise UserError(f"metrics/eval.json is from code {metrics.get('code_version')}, not the current code")
     record = sweep.recipe_result(
         metrics,
         read_json("models/attention_cluster.json"),
@@ -214,10 +219,10 @@ def best(args):
         device.cpu()["model"],
     )
     write_json(BEST, record)
-    write(*load_tables())
+    write(results, curves)
     summary = f"test top-1 {record['top1']:.2f} % in {minutes:.1f} min of pipeline"
     if args.commit:
-        commit([str(BEST), *WRITTEN] + ([str(README)] if README.is_file() else []), f"best recipe: {summary}")
+        commit(f"best recipe: {summary}", str(BEST))
     return f"{summary}; {BEST}"
 
 

@@ -28,8 +28,8 @@ ORDER = (
     "1/8", "2/8", "1/1", "2/1", "1/2", "2/2", "1/4", "2/4",
     "1/16", "2/16", "1/32", "2/32", "1/64", "2/64", "1/128", "2/128",
 )  # fmt: skip
-# Our best recipe on full MNIST (docs/results.md, "Best recipe"): settings beyond the ModelZoo's
-# (training.md, "Parameters in detail") that reach >= 92.5 % test top-1 with the whole pipeline in
+# Our best recipe on full MNIST so far (docs/results.md, "Best recipe"): settings beyond the
+# ModelZoo's (training.md, "Parameters in detail") chosen for test top-1 with the whole pipeline in
 # <= 15 minutes on a 2-core CPU.
 RECIPE_NAME = "best"
 RECIPE = {
