@@ -5,6 +5,7 @@ minute or two, enough for the default model (fc=1, natt=1, ModelZoo lr) to learn
 chance.
 """
 
+import contextlib
 import gzip
 import hashlib
 import json
@@ -99,6 +100,19 @@ def repo(tmp_path_factory):
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "tiny"], repo)
     run([str(BIN / "dvc"), "repro"], repo, audit_dir=repo.parent / "audit")
     return repo
+
+
+@contextlib.contextmanager
+def fixture_state(repo):
+    """Give the body the workspace as the fixture ran it and put params.yaml, dvc.lock and the
+    DVC outputs back afterwards: yields ``{"params.yaml": text, "dvc.lock": text}``."""
+    saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}
+    try:
+        yield saved
+    finally:
+        for name, text in saved.items():
+            (repo / name).write_text(text)
+        run([str(BIN / "dvc"), "checkout", "--force"], repo)
 
 
 def md5(path):
@@ -248,18 +262,13 @@ def test_exp_run_under_a_lock_made_elsewhere_restores_from_the_run_cache(repo):
     in this DVC cache, while the run cache holds every stage. `dvc exp run` restores the stages
     from the run cache; it used to fail with "failed to load directory ('data', 'mnist')" where a
     stage declared a file inside another stage's directory output (data/mnist/source.json)."""
-    saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}  # as the fixture ran them
-    lock = yaml.safe_load(saved["dvc.lock"])
-    for entry in (e for stage in lock["stages"].values() for e in stage.get("deps", []) + stage.get("outs", [])):
-        if str(entry.get("md5", "")).endswith(".dir"):  # the same directory, hashed elsewhere
-            entry["md5"] = hashlib.md5(f"elsewhere {entry['md5']}".encode()).hexdigest() + ".dir"
-    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
-    try:
+    with fixture_state(repo) as saved:
+        lock = yaml.safe_load(saved["dvc.lock"])
+        for entry in (e for stage in lock["stages"].values() for e in stage.get("deps", []) + stage.get("outs", [])):
+            if str(entry.get("md5", "")).endswith(".dir"):  # the same directory, hashed elsewhere
+                entry["md5"] = hashlib.md5(f"elsewhere {entry['md5']}".encode()).hexdigest() + ".dir"
+        (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
         result = run([str(BIN / "dvc"), "exp", "run"], repo, check=False)
-    finally:
-        for name, text in saved.items():
-            (repo / name).write_text(text)
-        run([str(BIN / "dvc"), "checkout", "--force"], repo)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Stage 'feature' is cached - skipping run" in result.stdout  # the case that failed
     assert re.findall(r"Running stage '(\w+)'", result.stdout) == ["train"]  # persist outs: never run-cached
@@ -365,8 +374,7 @@ def test_sweep_trains_a_published_row_and_tabulates_it(repo, tmp_path):
     folder = tmp_path / "mnist"
     write_mnist_folder(folder, seed=0)
     sweep = [sys.executable, "scripts/sweep.py", "run", "--mnist-folder", str(folder), "--rows", "1/4", "--epochs", "1"]
-    saved = {name: (repo / name).read_text() for name in ("params.yaml", "dvc.lock")}  # as the fixture ran them
-    try:
+    with fixture_state(repo):
         out = run(sweep, repo).stdout
         assert "dvc exp run -n fc1-natt4 -S fc=1 -S natt=4 -S lr=0.0001 -S weight_decay=0 -S epochs=1" in out
         table = pd.read_csv(repo / "metrics/results.csv", dtype={"code_version": str})
@@ -375,7 +383,3 @@ def test_sweep_trains_a_published_row_and_tabulates_it(repo, tmp_path):
         assert 0 <= row.ours_val_selected <= row.ours_best_on_test <= 100  # one epoch: the same checkpoint
         assert row.code_version == json.loads((repo / "metrics/eval.json").read_text())["code_version"]
         assert "done with this code" in run(sweep, repo).stdout
-    finally:
-        for name, text in saved.items():
-            (repo / name).write_text(text)
-        run([str(BIN / "dvc"), "checkout", "--force"], repo)
