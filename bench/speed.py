@@ -10,8 +10,9 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
 
 1. Attention Cluster training samples/s (batch 64) at fc=1 natt=1 (the default), fc=1 natt=8
    and fc=2 natt=128: ours is the train stage's own epoch loop (``training.Trainer.train_epoch``:
-   host-side batches and dropout masks, the loss read back every step), against the per-unit
-   Python loop of the reference code on one resident batch.
+   host-side batches and dropout masks, the loss read back every step) with its fused CPU
+   kernels (``fused_ops``), against the same loop on MindSpore's own kernels (column
+   "MindSpore kernels") and the per-unit Python loop of the reference code on one resident batch.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
    uint8 frames a pass, the feature stage's loop): ours, under the feature stage's oneDNN cap
    (AVX2 unless the ISA setting sets one: phase convolutions where oneDNN runs AVX2, banded
@@ -53,7 +54,7 @@ BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
 AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
-IMPLEMENTATIONS = ("ours", "baseline", "torch")
+IMPLEMENTATIONS = ("ours", "stock", "baseline", "torch")  # stock: ours on MindSpore's own kernels
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {
     "native": {},
@@ -69,18 +70,20 @@ def host():
     return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-def ac_work(fc, natt, steps=16):
+def ac_work(fc, natt, fused, steps=16):
     """The train stage's epoch loop at batch 64: a :class:`training.Trainer` on ``steps`` batches
-    of random features; each call of the returned work trains one epoch."""
+    of random features, with the fused kernels if ``fused`` (as the train stage on CPU) or
+    MindSpore's own; each call of the returned work trains one epoch."""
     import tempfile
     from types import SimpleNamespace
 
-    from attention_clusters import training
+    from attention_clusters import fused_ops, training
 
     x, y = inputs(f"ac_{fc}_{natt}", BATCH * steps)
     p = SimpleNamespace(fc=fc, natt=natt, lr=1e-3, weight_decay=0.0, batch_size=BATCH, epochs=1, seed=0)
     p.__dict__.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
-    trainer = training.Trainer(p, x, y, x[:BATCH], y[:BATCH], tempfile.mkdtemp(), log=lambda line: None)
+    ops = fused_ops.load("CPU")[0] if fused else None
+    trainer = training.Trainer(p, x, y, x[:BATCH], y[:BATCH], tempfile.mkdtemp(), log=lambda line: None, fused=ops)
     epochs = itertools.count(1)
     return lambda: trainer.train_epoch(next(epochs)), len(x), steps
 
@@ -124,22 +127,24 @@ def inputs(figure, samples=BATCH):
     return rng.integers(0, 256, (EXTRACT_VIDEOS * 4, 25, 28, 28), dtype=np.uint8)
 
 
-def work_of(figure, ours):
-    """``(work, items, steps)`` of one MindSpore figure: a callable doing one unit of its work,
-    the samples or frames that unit handles and the training steps (or passes) it runs."""
+def work_of(figure, implementation):
+    """``(work, items, steps)`` of one MindSpore figure under ``implementation`` ("ours",
+    "stock" or "baseline"): a callable doing one unit of its work, the samples or frames that
+    unit handles and the training steps (or passes) it runs."""
     from baselines import LoopAttentionCluster, PlainFrameExtractor
     from mindspore import nn
 
     from attention_clusters import device, onednn
     from attention_clusters.models.extractor import FrameExtractor, NoisyMnistClassifier
 
+    ours = implementation != "baseline"
     if figure.startswith("extract") and ours:
         onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     device.init("CPU", seed=0)
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
         if ours:
-            return ac_work(fc, natt)
+            return ac_work(fc, natt, fused=implementation != "stock")
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         return train_work(LoopAttentionCluster(roofline.FEATURES, natt, fc), ce, *inputs(figure))
     extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast()) if ours else PlainFrameExtractor()
@@ -158,7 +163,7 @@ def measure(figure, implementation, seconds):
         import torch_models
 
         return torch_models.rate(figure, inputs(figure), seconds, len(os.sched_getaffinity(0)), EXTRACT_VIDEOS * 25)
-    work, items, steps = work_of(figure, implementation != "baseline")
+    work, items, steps = work_of(figure, "ours" if implementation == "profile" else implementation)
     work()  # compiles
     if implementation == "profile":
         return roofline.kernels(work, steps)
@@ -177,7 +182,8 @@ def run_child(isa, figure, implementation, seconds):
 
 
 def table(rates):
-    """pandas DataFrame: one row per figure, ours / baseline / PyTorch and the two ratios."""
+    """pandas DataFrame: one row per figure: ours, on MindSpore's own kernels, baseline, PyTorch
+    and the ratios of ours to each."""
     import pandas as pd
 
     names = {f"ac_{fc}_{natt}": f"Attention Cluster training fc={fc} natt={natt}, samples/s" for fc, natt in AC_CONFIGS}
@@ -186,10 +192,13 @@ def table(rates):
     rows = []
     for key, name in names.items():
         ours, base, torch = rates[key], rates[f"{key}_baseline"], rates.get(f"{key}_torch")
+        stock = rates.get(f"{key}_stock")
         rows.append(
             {
                 "figure": name,
                 "ours": f"{ours:,.0f}",
+                "MindSpore kernels": f"{stock:,.0f}" if stock else "-",
+                "ours/MindSpore kernels": f"{ours / stock:.2f}x" if stock else "-",
                 "baseline": f"{base:,.0f}",
                 "ours/baseline": f"{ours / base:.1f}x",
                 "PyTorch": f"{torch:,.0f}" if torch else "-",
@@ -220,6 +229,8 @@ def main():
         rates = {}
         for figure in FIGURES:
             for implementation in implementations:
+                if implementation == "stock" and not figure.startswith("ac_"):
+                    continue
                 key = figure if implementation == "ours" else f"{figure}_{implementation}"
                 rates[key] = run_child(isa, figure, implementation, args.seconds)
         label = " ".join(f"{key}={value}" for key, value in ISAS[isa].items()) or "the CPU's own"

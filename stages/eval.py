@@ -41,6 +41,7 @@ def run():
         "best_epoch": config["best_epoch"],
         "best_val_top1": config.get("best_val_top1"),
         "train_minutes": config.get("train_minutes"),
+        "train_kernels": config.get("train_kernels"),
         "source": provenance["source"],
         "full_mnist": provenance["full_mnist"],
         "code_version": inputs.code_version("eval"),  # digest of the code of eval and every stage upstream

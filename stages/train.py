@@ -10,6 +10,7 @@ from attention_clusters import (
     cli,
     device,
     distributed,
+    fused_ops,
     launcher,
     params,
     paths,
@@ -31,19 +32,20 @@ def train(p, rank, world_size):
         if p.report_test
         else None
     )
-    fp = resume.fingerprint(p, world_size)
+    fused, kernels, why = fused_ops.load(p.device_target)
+    fp = resume.fingerprint(p, world_size, kernels)
     state = resume.load_state(paths.TRAIN_STATE, fp, p.epochs)
     with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
         log = print if rank == 0 else (lambda line: None)
+        log(f"training step: {why}")
         trainer = training.Trainer(
-            p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log, test
+            p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log, test, fused
         )
         state = trainer.fit(state)
         if rank == 0:
             live.commit()  # complete outputs also when no epoch was left to run
-            trained_model.publish(
-                paths.TRAIN_STATE, paths.MODEL, trained_model.model_config(p, (train_x.shape[2],)), state
-            )
+            config = dict(trained_model.model_config(p, (train_x.shape[2],)), train_kernels=kernels)
+            trained_model.publish(paths.TRAIN_STATE, paths.MODEL, config, state)
 
 
 def run():

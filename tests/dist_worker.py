@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from attention_clusters import device, distributed, resume, training
+from attention_clusters import device, distributed, fused_ops, resume, training
 
 out = Path(os.environ["TEST_OUT"])
 device.init("CPU", seed=3, processes=2)
@@ -28,7 +28,8 @@ x = rng.standard_normal((512, 25, 50)).astype(np.float32)
 y = rng.integers(0, 4, 512)
 p = SimpleNamespace(fc=1, natt=2, lr=1e-2, weight_decay=0.0, batch_size=16, epochs=3, seed=3)
 p.__dict__.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
-trainer = training.Trainer(p, x, y, x[:64], y[:64], out / "state", rank, world_size, log=lambda line: None)
+fused = fused_ops.load("CPU")[0]  # as the train stage: the gradients of the fused kernels are all-reduced too
+trainer = training.Trainer(p, x, y, x[:64], y[:64], out / "state", rank, world_size, log=lambda line: None, fused=fused)
 state = trainer.fit(resume.load_state(out / "state", "test", p.epochs))
 np.savez(out / f"rank{rank}.npz", **{q.name: q.asnumpy() for q in trainer.net.get_parameters()})
 (out / f"rank{rank}.json").write_text(

@@ -56,13 +56,15 @@ def imported_files(path):
 
 
 def import_closure(script):
-    """Repository-relative paths of ``script`` and every project file it imports, transitively."""
+    """Repository-relative paths of ``script`` and every project file it imports, transitively,
+    with the C++ source a module compiles (``X.cc`` beside ``X.py``, e.g. fused_ops.cc)."""
     todo, seen = [script], set()
     while todo:
         path = todo.pop()
         if path not in seen:
             seen.add(path)
             todo.extend(imported_files(path))
+    seen |= {path.with_suffix(".cc") for path in seen if path.with_suffix(".cc").is_file()}
     return {path.relative_to(ROOT).as_posix() for path in seen}
 
 
@@ -72,6 +74,7 @@ def test_the_import_closure_follows_relative_and_lazy_imports():
     assert "src/attention_clusters/evaluation.py" in closure  # `from . import evaluation` in training.py
     assert "src/attention_clusters/models/init.py" in closure  # `from .init import` in models/
     assert "src/attention_clusters/export.py" not in closure
+    assert "src/attention_clusters/fused_ops.cc" in closure  # compiled by fused_ops.py
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -80,7 +83,7 @@ def test_code_deps_are_the_import_closure(stage):
     listing it in dvc.yaml fails here, and so does a dep no longer imported."""
     script = ROOT / "stages" / f"{stage}.py"
     assert STAGES[stage]["cmd"] == f"python stages/{stage}.py"
-    code = {dep for dep in inputs._paths(STAGES[stage]["deps"]) if dep.endswith(".py")}
+    code = {dep for dep in inputs._paths(STAGES[stage]["deps"]) if dep.endswith(inputs.CODE_SUFFIXES)}
     closure = import_closure(script)
     assert not closure - code, f"dvc.yaml: stage {stage} misses code deps {sorted(closure - code)}"
     assert not code - closure, f"dvc.yaml: stage {stage} lists code it does not import: {sorted(code - closure)}"

@@ -151,7 +151,7 @@ def test_patience_stops_when_validation_stalls(tmp_path):
 
 
 def test_schedule_settings_are_in_the_fingerprint(train_stage):  # noqa: F811 (the imported fixture)
-    base = resume.fingerprint(settings(5), 1)
+    base = resume.fingerprint(settings(5), 1, "fused")
     for change in (
         {"loss_reduction": "mean"},
         {"optimizer": "adamw"},
@@ -159,7 +159,8 @@ def test_schedule_settings_are_in_the_fingerprint(train_stage):  # noqa: F811 (t
         {"warmup_epochs": 1},
         {"patience": 3},
     ):
-        assert resume.fingerprint(settings(5, **change), 1) != base, change
-    assert resume.fingerprint(settings(9), 1) == base  # constant lr: epochs may grow
+        assert resume.fingerprint(settings(5, **change), 1, "fused") != base, change
+    assert resume.fingerprint(settings(9), 1, "fused") == base  # constant lr: epochs may grow
     for per_step in ({"lr_schedule": "cosine"}, {"warmup_epochs": 1}):  # the schedule's length is saved
-        assert resume.fingerprint(settings(9, **per_step), 1) != resume.fingerprint(settings(5, **per_step), 1)
+        longer, shorter = (resume.fingerprint(settings(e, **per_step), 1, "fused") for e in (9, 5))
+        assert longer != shorter

@@ -188,18 +188,19 @@ def test_changed_settings_start_over(tmp_path):
     assert resume.load_state(tmp_path, "fp", 1)["epoch"] == 0
 
 
-def test_fingerprint_covers_the_stage_code_data_and_params(train_stage):
+def test_fingerprint_covers_the_stage_code_data_params_and_kernels(train_stage):
     p = settings(1)
-    a = resume.fingerprint(p, 1)
-    assert a == resume.fingerprint(settings(5), 1)  # epochs may grow
-    assert a != resume.fingerprint(settings(1, natt=3), 1)
-    assert a != resume.fingerprint(p, 2)
-    assert a != resume.fingerprint(settings(1, distributed=SimpleNamespace(workers=2, nodes=1)), 1)
+    a = resume.fingerprint(p, 1, "fused")
+    assert a == resume.fingerprint(settings(5), 1, "fused")  # epochs may grow
+    assert a != resume.fingerprint(settings(1, natt=3), 1, "fused")
+    assert a != resume.fingerprint(p, 2, "fused")
+    assert a != resume.fingerprint(p, 1, "mindspore")  # the kernels agree up to rounding only
+    assert a != resume.fingerprint(settings(1, distributed=SimpleNamespace(workers=2, nodes=1)), 1, "fused")
     (train_stage / "code.py").write_text("DROPOUT = 0.2\n")  # any change to the stage's code
-    b = resume.fingerprint(p, 1)
+    b = resume.fingerprint(p, 1, "fused")
     assert b != a
     np.save(train_stage / "x.npy", toy_data(8, 1)[0])  # or to its data, anywhere in the file
-    assert resume.fingerprint(p, 1) != b
+    assert resume.fingerprint(p, 1, "fused") != b
 
 
 def test_published_model_round_trip(tmp_path):

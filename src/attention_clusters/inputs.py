@@ -17,6 +17,7 @@ import yaml
 from .errors import UserError
 
 DVC_YAML = Path("dvc.yaml")
+CODE_SUFFIXES = (".py", ".cc")  # files of code among the deps: Python and the C++ of fused_ops
 
 
 def read_stages(dvc_yaml=DVC_YAML):
@@ -70,9 +71,9 @@ def params(stage, dvc_yaml=DVC_YAML):
 def code_version(stage, dvc_yaml=DVC_YAML):
     """Hex SHA-256 (16 digits) of the code that made ``stage``'s outputs.
 
-    The code is every ``.py`` dep of ``stage`` and of each stage upstream of it (the stages
-    whose outputs it reads, transitively): a result's figure changes code version exactly when
-    code that can change it does.
+    The code is every ``.py`` and ``.cc`` dep (:data:`CODE_SUFFIXES`) of ``stage`` and of each
+    stage upstream of it (the stages whose outputs it reads, transitively): a result's figure
+    changes code version exactly when code that can change it does.
 
     Raises:
         UserError: as :func:`load_stages`, or a code file cannot be read.
@@ -84,7 +85,7 @@ def code_version(stage, dvc_yaml=DVC_YAML):
         if name not in seen:
             seen.add(name)
             todo.extend(filter(None, (producer(dep, stages) for dep in _deps(stages[name]))))
-    code = sorted({dep for name in seen for dep in _deps(stages[name]) if dep.endswith(".py")})
+    code = sorted({dep for name in seen for dep in _deps(stages[name]) if dep.endswith(CODE_SUFFIXES)})
     return digest(code)[:16]
 
 

@@ -22,25 +22,27 @@ STATE_JSON = "state.json"
 CHECKPOINTS = ("last", "best")  # state["last"], state["best"]: checkpoint file names in the state folder
 
 
-def fingerprint(p, world_size, stage="train"):
+def fingerprint(p, world_size, kernels, stage="train"):
     """Hex digest of everything that makes saved training state reusable: the stage's inputs.
 
     That is every dep of ``stage`` in dvc.yaml, read in full (its code, which tests/test_deps.py
     keeps equal to the script's import closure, and its data), the values of the params it
-    declares, and the world size. ``epochs`` is left out so that raising it continues a finished
-    run, except when the learning rate changes per step (cosine schedule or warm-up): the
-    schedule then depends on it and is saved with the optimiser's state. State made by other
-    code, params or data is therefore never resumed.
+    declares, the world size and the kernels (``kernels``: "fused" or "mindspore", see
+    :func:`fused_ops.load`; they agree up to float32 rounding only). ``epochs`` is left out so
+    that raising it continues a finished run, except when the learning rate changes per step
+    (cosine schedule or warm-up): the schedule then depends on it and is saved with the
+    optimiser's state. State made by other code, params, data or kernels is therefore never
+    resumed.
 
     Args:
-        p: validated params; world_size: number of data-parallel workers.
+        p: validated params; world_size: number of data-parallel workers; kernels: str.
 
     Raises:
         UserError: dvc.yaml or a dep cannot be read.
     """
     per_step_lr = p.lr_schedule != "constant" or p.warmup_epochs > 0  # train_step.lr_values is not None
     values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or per_step_lr}
-    settings = json.dumps({"params": values, "world_size": world_size}, sort_keys=True)
+    settings = json.dumps({"params": values, "world_size": world_size, "kernels": kernels}, sort_keys=True)
     return hashlib.sha256((settings + inputs.digest(inputs.deps(stage))).encode()).hexdigest()
 
 

@@ -33,19 +33,25 @@ class MaskedCrossEntropy(nn.Cell):
     Inputs: x float32 (N, L, F); y int32 (N,) class indices; keep float32 (N, net.width), the
     dropout mask already scaled (0 or 1 / P(keep), :class:`DropoutMasks`). Output: float32
     scalar, the sum (``reduction="sum"``) or mean of the per-sample cross-entropies
-    ``-log softmax(logits)[y]``. Computed as log-softmax and a gather: fewer and faster CPU
-    kernels than ``nn.SoftmaxCrossEntropyWithLogits``, equal up to float32 rounding.
+    ``-log softmax(logits)[y]``. With ``softmax_nll`` None they are computed as log-softmax and
+    a gather in MindSpore's kernels (fewer and faster than ``nn.SoftmaxCrossEntropyWithLogits``);
+    else ``softmax_nll(h W^T, b, y)`` (``fused_ops.FusedOps.softmax_nll``) computes them from
+    the classifier's product without its bias. Equal up to float32 rounding.
     """
 
-    def __init__(self, net, reduction):
+    def __init__(self, net, reduction, softmax_nll=None):
         super().__init__(auto_prefix=False)  # parameters keep the network's names (checkpoints)
         if reduction not in ("sum", "mean"):
             raise ValueError(f"loss reduction must be 'sum' or 'mean', got {reduction!r}")
-        self.net, self.sum = net, reduction == "sum"
+        self.net, self.sum, self.softmax_nll = net, reduction == "sum", softmax_nll
+        self.product = ops.MatMul(transpose_b=True)
 
     def construct(self, x, y, keep):
-        logits = self.net.classifier(self.net.pool(x) * keep)
-        nll = -ops.gather_elements(ops.log_softmax(logits, -1), 1, y.reshape(-1, 1))
+        h = self.net.pool(x) * keep
+        if self.softmax_nll is None:
+            nll = -ops.gather_elements(ops.log_softmax(self.net.classifier(h), -1), 1, y.reshape(-1, 1))
+        else:
+            nll = self.softmax_nll(self.product(h, self.net.classifier.weight), self.net.classifier.bias, y)
         return nll.sum() if self.sum else nll.mean()
 
 

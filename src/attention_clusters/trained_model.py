@@ -12,9 +12,10 @@ from .storage import atomic_path, read_json, write_json
 EVAL_BATCH = 1024  # videos per forward pass when evaluating (validation, eval, predict)
 
 
-def build_model(fc, natt, feature_dims=(50,)):
-    """The Attention Cluster for Flash-MNIST (1,024 classes)."""
-    return AttentionCluster(tuple(feature_dims), natt=natt, fc=fc, num_classes=NUM_CLASSES)
+def build_model(fc, natt, feature_dims=(50,), fused=None):
+    """The Attention Cluster for Flash-MNIST (1,024 classes); ``fused``: see
+    :class:`~models.attention_cluster.ShiftingAttention` (None: MindSpore's own kernels)."""
+    return AttentionCluster(tuple(feature_dims), natt=natt, fc=fc, num_classes=NUM_CLASSES, fused=fused)
 
 
 def model_config(p, feature_dims):

@@ -46,13 +46,27 @@ class Trainer:
         test: optional ``(test_x, test_y)``: the test split's top-1 is then also computed after
             every epoch and logged as ``test_top1``, the ModelZoo's protocol (its train.py
             evaluates the test split each epoch); it is reported only, never used for selection.
+        fused: optional :class:`fused_ops.FusedOps`: the training step (and validation) then runs
+            its fused CPU kernels (:func:`fused_ops.load`); None: MindSpore's own.
 
     Raises:
         UserError: batch_size is larger than a worker's share of the training set.
     """
 
     def __init__(
-        self, p, train_x, train_y, val_x, val_y, state_dir, rank=0, world_size=1, live=None, log=print, test=None
+        self,
+        p,
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        state_dir,
+        rank=0,
+        world_size=1,
+        live=None,
+        log=print,
+        test=None,
+        fused=None,
     ):
         self.p, self.rank, self.world_size = p, rank, world_size
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
@@ -64,8 +78,8 @@ class Trainer:
                 "lower batch_size (or distributed.workers)"
             )
         ms.set_seed(p.seed)  # the initial weights depend on the seed alone
-        self.net = build_model(p.fc, p.natt, (train_x.shape[2],))
-        loss = MaskedCrossEntropy(self.net, p.loss_reduction)
+        self.net = build_model(p.fc, p.natt, (train_x.shape[2],), fused)
+        loss = MaskedCrossEntropy(self.net, p.loss_reduction, fused and fused.softmax_nll)
         self.step = build_train_step(loss, p, shard // p.batch_size)
 
     def fit(self, state):

@@ -32,11 +32,14 @@ class ShiftingAttention(nn.Cell):
 
     Args:
         feature_dim: F. natt: C, number of attention units. fc: 1 or 2 scoring layers.
+        fused: None for MindSpore's own kernels, or a ``fused_ops.FusedOps`` whose
+            ``frame_softmax``, ``shift_norm`` and (fc=2) ``bias_tanh`` compute the same (up to
+            float32 rounding).
 
     Input float32 (N, L, F); output float32 (N, C*F).
     """
 
-    def __init__(self, feature_dim, natt, fc):
+    def __init__(self, feature_dim, natt, fc, fused=None):
         super().__init__()
         if fc not in (1, 2) or natt < 1:
             raise ValueError(f"ShiftingAttention needs fc in {{1, 2}} and natt >= 1, got fc={fc}, natt={natt}")
@@ -51,16 +54,34 @@ class ShiftingAttention(nn.Cell):
         self.shift_b = ms.Parameter(ms.common.initializer.initializer(Normal(std), (1, natt, 1), ms.float32))
         self.scale = 1 / math.sqrt(natt)
         self.softmax = nn.Softmax(axis=-1)
+        self.shift_norm = fused and fused.shift_norm
+        self.bias_tanh = fused and fused.bias_tanh if fc == 2 else None
+        self.frame_softmax = fused and fused.frame_softmax
+        self.product = ops.MatMul(transpose_b=True)
 
     def weights(self, x):
         """Attention weights a: float32 (N, C, L), softmax over the L frames."""
-        return self.softmax(self.score(x).transpose(0, 2, 1))
+        if self.frame_softmax is None:
+            return self.softmax(self.scores(x).transpose(0, 2, 1))
+        return self.frame_softmax(self.scores(x))
+
+    def scores(self, x):
+        """Scores s: float32 (N, L, C)."""
+        if self.bias_tanh is None:
+            return self.score(x)
+        hidden, last = self.score[0], self.score[2]
+        n, frames, dim = x.shape
+        t = self.bias_tanh(self.product(x.reshape(n * frames, dim), hidden.weight), hidden.bias)
+        return last(t).reshape(n, frames, -1)
 
     def construct(self, x):
         v = ops.BatchMatMul()(self.weights(x), x)  # (N, C, F)
-        o = self.shift_w * v + self.shift_b
-        norm = ops.sqrt((o * o).sum(axis=-1, keepdims=True))
-        o = o / ops.maximum(norm, NORM_EPS) * self.scale
+        if self.shift_norm is None:
+            o = self.shift_w * v + self.shift_b
+            norm = ops.sqrt((o * o).sum(axis=-1, keepdims=True))
+            o = o / ops.maximum(norm, NORM_EPS) * self.scale
+        else:
+            o = self.shift_norm(v, self.shift_w, self.shift_b)
         return o.reshape(o.shape[0], -1)
 
 
@@ -72,6 +93,7 @@ class AttentionCluster(nn.Cell):
         natt: attention units per cluster. fc: 1 or 2. num_classes: 1,024 for Flash-MNIST.
         dropout: dropout probability before the classifier in training (0.5 in the paper); the
             training loss applies it through a mask it is given (:attr:`width` values a sample).
+        fused: see :class:`ShiftingAttention` (None: MindSpore's own kernels, as exported).
 
     Input: one float32 (N, L, F_s) tensor per stream; output float32 (N, num_classes) logits
     (no dropout: the network as evaluated).
@@ -80,11 +102,11 @@ class AttentionCluster(nn.Cell):
         ValueError: fc, natt or dropout out of range.
     """
 
-    def __init__(self, feature_dims=(50,), natt=1, fc=1, num_classes=NUM_CLASSES, dropout=0.5):
+    def __init__(self, feature_dims=(50,), natt=1, fc=1, num_classes=NUM_CLASSES, dropout=0.5, fused=None):
         super().__init__()
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
             raise ValueError(f"AttentionCluster needs a dropout probability in [0, 1), got {dropout!r}")
-        self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc) for dim in feature_dims])
+        self.clusters = nn.CellList([ShiftingAttention(dim, natt, fc, fused) for dim in feature_dims])
         self.dropout = float(dropout)
         self.width = natt * sum(feature_dims)  # C * sum(F_s): values per sample the dropout masks
         self.classifier = uniform_dense(self.width, num_classes)
