@@ -292,6 +292,12 @@ def test_live_log_publishes_only_committed_epochs_and_replays_history(tmp_path):
         live.commit()
     assert json.loads((out / "metrics.json").read_text())["step"] == 2
     assert len((out / "plots/metrics/train_loss.tsv").read_text().splitlines()) == 4
+    with LiveLog(out, [dict(r, test_top1=5.0) for r in records]) as live:  # a run with report_test
+        live.commit()
+    assert (out / "plots/metrics/test_top1.tsv").is_file()
+    with LiveLog(out, records) as live:  # then one without: no stale test curve
+        live.commit()
+    assert sorted(p.name for p in (out / "plots/metrics").iterdir()) == ["train_loss.tsv", "val_top1.tsv"]
 
 
 def test_checkpoint_of_another_natt_is_one_whole_line_in_our_words(tmp_path, monkeypatch, capfd):

@@ -40,11 +40,16 @@ class LiveLog:
         self._live.next_step()
 
     def commit(self):
-        """Publish everything logged so far into ``out_dir``, file by file, atomically."""
+        """Publish everything logged so far into ``out_dir``, file by file, atomically, and remove
+        the files this run does not write (e.g. ``test_top1.tsv`` of an earlier run with
+        ``report_test``)."""
         staging = Path(self._staging.name)
         for path in sorted(staging.rglob("*")):
             if path.is_file():
                 atomic_write_bytes(self.out_dir / path.relative_to(staging), path.read_bytes())
+        for path in sorted(self.out_dir.rglob("*")):
+            if path.is_file() and not (staging / path.relative_to(self.out_dir)).is_file():
+                path.unlink()
 
     def __enter__(self):
         return self

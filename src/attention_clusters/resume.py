@@ -17,6 +17,7 @@ from pathlib import Path
 from . import inputs
 from .checkpoints import save_checkpoint
 from .storage import write_json
+from .train_step import lr_varies
 
 STATE_JSON = "state.json"
 CHECKPOINTS = ("last", "best")  # state["last"], state["best"]: checkpoint file names in the state folder
@@ -40,8 +41,7 @@ def fingerprint(p, world_size, kernels, stage="train"):
     Raises:
         UserError: dvc.yaml or a dep cannot be read.
     """
-    per_step_lr = p.lr_schedule != "constant" or p.warmup_epochs > 0  # train_step.lr_values is not None
-    values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or per_step_lr}
+    values = {key: _get(p, key) for key in inputs.params(stage) if key != "epochs" or lr_varies(p)}
     settings = json.dumps({"params": values, "world_size": world_size, "kernels": kernels}, sort_keys=True)
     return hashlib.sha256((settings + inputs.digest(inputs.deps(stage))).encode()).hexdigest()
 

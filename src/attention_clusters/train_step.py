@@ -79,6 +79,12 @@ class DropoutMasks:
         return (self.rng.random(self.shape, dtype=np.float32) >= self.p) * self.scale
 
 
+def lr_varies(p):
+    """Whether the learning rate changes per step (a cosine schedule or warm-up): then
+    :func:`lr_values` depends on ``p.epochs`` and is saved with the optimiser's state."""
+    return p.lr_schedule != "constant" or p.warmup_epochs > 0
+
+
 def lr_values(p, steps_per_epoch):
     """The learning rate of every optimiser step, or None for a constant ``p.lr`` (the ModelZoo's).
 
@@ -97,7 +103,7 @@ def lr_values(p, steps_per_epoch):
     Raises:
         UserError: warmup_epochs is not smaller than epochs.
     """
-    if p.lr_schedule == "constant" and p.warmup_epochs == 0:
+    if not lr_varies(p):
         return None
     if p.warmup_epochs >= p.epochs:
         raise UserError(f"params.yaml: warmup_epochs ({p.warmup_epochs}) must be smaller than epochs ({p.epochs})")

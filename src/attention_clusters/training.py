@@ -71,16 +71,16 @@ class Trainer:
         self.p, self.rank, self.world_size = p, rank, world_size
         self.train_x, self.train_y, self.val_x, self.val_y = train_x, train_y, val_x, val_y
         self.state_dir, self.live, self.log, self.test = Path(state_dir), live, log, test
-        shard = len(train_y) // world_size
-        if shard < p.batch_size:
+        self.shard = len(train_y) // world_size  # the same for every rank: equal steps per epoch
+        if self.shard < p.batch_size:
             raise UserError(
-                f"params.yaml: batch_size {p.batch_size} is larger than the {shard} training videos per worker; "
+                f"params.yaml: batch_size {p.batch_size} is larger than the {self.shard} training videos per worker; "
                 "lower batch_size (or distributed.workers)"
             )
         ms.set_seed(p.seed)  # the initial weights depend on the seed alone
         self.net = build_model(p.fc, p.natt, (train_x.shape[2],), fused)
         loss = MaskedCrossEntropy(self.net, p.loss_reduction, fused and fused.softmax_nll)
-        self.step = build_train_step(loss, p, shard // p.batch_size)
+        self.step = build_train_step(loss, p, self.shard // p.batch_size)
 
     def fit(self, state):
         """Train from ``state`` (see :func:`resume.load_state`) up to p.epochs; returns the final state.
@@ -126,8 +126,7 @@ class Trainer:
             samples trained on this rank.
         """
         shuffled = np.random.default_rng([self.p.seed, epoch]).permutation(len(self.train_y))
-        shard = len(self.train_y) // self.world_size  # the same for every rank: equal steps per epoch
-        order = shuffled[: shard * self.world_size][self.rank :: self.world_size]
+        order = shuffled[: self.shard * self.world_size][self.rank :: self.world_size]
         masks = DropoutMasks(self.net.dropout, self.p.seed, epoch, self.rank, self.p.batch_size, self.net.width)
         self.step.set_train(True)
         loss = run_epoch(self.step, self.train_x, self.train_y, self.p.batch_size, order, extra=lambda: (masks(),))
