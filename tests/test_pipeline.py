@@ -148,7 +148,9 @@ def test_every_stage_declares_the_files_it_reads(repo):
         deps = [d.replace("${mnist.folder}", folder) for d in inputs._paths(spec.get("deps"))]
         outs = inputs._paths(spec.get("outs", []) + spec.get("metrics", []) + spec.get("plots", []))
         data = [
-            f for f in record["read"] if "__pycache__" not in f and not f.endswith(".py") and not (repo / f).is_dir()
+            f
+            for f in record["read"]
+            if "__pycache__" not in f and not f.endswith(inputs.CODE_SUFFIXES) and not (repo / f).is_dir()
         ]
         undeclared = [f for f in data if not covered(f, deps + outs + ["params.yaml", "dvc.yaml", *NOT_INPUTS])]
         assert not undeclared, f"{name} reads {undeclared} but dvc.yaml does not list them"
@@ -279,10 +281,11 @@ def test_results_carry_their_code_version(repo, monkeypatch):
     monkeypatch.chdir(repo)
     version = json.loads((repo / "metrics/eval.json").read_text())["code_version"]
     assert re.fullmatch("[0-9a-f]{16}", version) and version == inputs.code_version("eval")
-    for script, changes in (("stages/infer_310.py", False), ("stages/sample.py", True)):  # downstream, upstream
+    edits = (("stages/infer_310.py", False), ("stages/sample.py", True), ("src/attention_clusters/fused_ops.cc", True))
+    for script, changes in edits:  # downstream, upstream, the C++ of train
         text = (repo / script).read_text()
         try:
-            (repo / script).write_text(text + "# edited\n")
+            (repo / script).write_text(text + "// edited\n")
             assert (inputs.code_version("eval") != version) == changes, script
         finally:
             (repo / script).write_text(text)
@@ -294,7 +297,9 @@ def test_a_code_change_retrains_from_epoch_1(repo):
     model = repo / "src/attention_clusters/models/attention_cluster.py"
     text = model.read_text()
     first = md5(repo / "models/attention_cluster.ckpt")
-    model.write_text(text.replace("dropout=0.5):", "dropout=0.2):"))
+    changed = text.replace("dropout=0.5,", "dropout=0.2,", 1)  # the default of AttentionCluster
+    assert changed != text
+    model.write_text(changed)
     try:
         assert ("train", "src/attention_clusters/models/attention_cluster.py", "modified") in lock_mismatches(repo)
         out = run([str(BIN / "dvc"), "repro", "train"], repo).stdout
