@@ -51,14 +51,18 @@ def statistics(net, features):
     entropy, max_weight, score_std, saturated = [], [], [], 0
     for begin in range(0, len(features), CHUNK):
         x = ms.Tensor(features[begin : begin + CHUNK])
-        scores = cluster.score(x).asnumpy().transpose(0, 2, 1).astype(np.float64)  # (n, C, L)
+        if cluster.fc == 2:  # the hidden layer's inputs once: for the saturation and the scores
+            hidden = cluster.score[0](x)
+            saturated += int((np.abs(hidden.asnumpy()) > SATURATED).sum())
+            scores = cluster.score[2](cluster.score[1](hidden))
+        else:
+            scores = cluster.score(x)
+        scores = scores.asnumpy().transpose(0, 2, 1).astype(np.float64)  # (n, C, L)
         weights = np.exp(scores - scores.max(-1, keepdims=True))
         weights /= weights.sum(-1, keepdims=True)
         entropy.append(-(weights * np.log(np.maximum(weights, 1e-30))).sum(-1) / np.log(scores.shape[-1]))
         max_weight.append(weights.max(-1))
         score_std.append(scores.std(-1))
-        if cluster.fc == 2:
-            saturated += int((np.abs(cluster.score[0](x).asnumpy()) > SATURATED).sum())
     row = {
         "entropy / log L": np.concatenate(entropy).mean(),
         "max weight": np.concatenate(max_weight).mean(),

@@ -238,7 +238,7 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
     r = commands.add_parser("run", help="train the rows (resumable) and update the results table")
     r.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
-    r.add_argument("--rows", nargs="*", default=[], help="fc/natt of the rows, e.g. 2/8 1/32 (default: all 16)")
+    r.add_argument("--rows", nargs="+", default=[], help="fc/natt of the rows, e.g. 2/8 1/32 (default: all 16)")
     r.add_argument("--patience", type=int, default=20, help="epochs without a better val top-1 before stopping")
     r.add_argument("--epochs", type=int, help="epoch budget of every row (default: the published 200)")
     r.add_argument("--commit", action="store_true", help="git commit the table after each row")

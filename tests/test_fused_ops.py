@@ -182,3 +182,17 @@ def test_without_a_working_compiler_training_falls_back_to_mindspores_kernels(tm
     assert ops_ is None and name == "mindspore"
     assert reason.startswith("MindSpore's own kernels: fused ones unavailable") and why in reason, reason
     assert fused_ops.load("GPU")[:2] == (None, "mindspore")
+
+
+def test_an_unwritable_cache_or_a_broken_library_falls_back(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
+    (tmp_path / "a-file").write_text("not a folder")
+    ops_, name, reason = fused_ops.load("CPU")
+    assert ops_ is None and name == "mindspore" and "a-file/attention_clusters" in reason, reason
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "one"))
+    path = tmp_path / "two" / fused_ops.library().relative_to(tmp_path / "one")  # a path this process never loaded
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x7fELF truncated")  # e.g. a disk that filled up under another tool
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "two"))
+    ops_, name, reason = fused_ops.load("CPU")
+    assert ops_ is None and name == "mindspore" and str(path) in reason, reason

@@ -21,10 +21,11 @@ float32 rounding, tests/test_fused_ops.py), on one thread in a fixed order, so a
 stays bit-reproducible. The library is compiled on first use with the host's C++ compiler
 (``$CXX``, else ``g++``, else ``c++``) for the host's CPU (``-march=native``) and kept in
 ``$XDG_CACHE_HOME/attention_clusters`` (default ``~/.cache``) under a hash of the source, the
-flags, the compiler and what ``native`` means to it. Without a compiler, training uses
+flags, the compiler and the target ``native`` means to it (its predefined macros). Without a compiler, training uses
 MindSpore's own kernels (:func:`load` says why).
 """
 
+import ctypes
 import hashlib
 import os
 import shutil
@@ -61,22 +62,27 @@ def library():
     """Path of the compiled ``fused_ops.cc`` for this host, compiling it if the cache lacks it.
 
     Raises:
-        Unavailable: no compiler, or it fails on the source.
+        Unavailable: no compiler, it fails on the source, the cache folder is not writable, or
+            the library does not load.
     """
     cxx = _compiler()
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode()):
         key.update(part + b"\0")
     key.update(_run([cxx, "--version"]).encode())
-    key.update(_run([cxx, "-march=native", "-Q", "--help=target"]).encode())  # what native means here
+    key.update(_run([cxx, *FLAGS[:3], "-dM", "-E", "-x", "c++", os.devnull]).encode())  # what native means here
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attention_clusters"
     path = cache / f"fused_ops-{key.hexdigest()[:16]}.so"
-    if not path.exists():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            built = Path(tmp) / path.name
-            _run([cxx, *FLAGS, "-o", str(built), str(SOURCE)])
-            os.replace(built, path)  # atomic: concurrent processes see the whole library or none
+    try:
+        if not path.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                built = Path(tmp) / path.name
+                _run([cxx, *FLAGS, "-o", str(built), str(SOURCE)])
+                os.replace(built, path)  # atomic: concurrent processes see the whole library or none
+        ctypes.CDLL(str(path))  # loads, with what it links (glibc's vector maths)
+    except OSError as err:
+        raise Unavailable(f"{path}: {err.strerror or err}") from None
     return path
 
 
