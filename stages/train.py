@@ -38,6 +38,12 @@ def train(p, rank, world_size):
     with LiveLog(paths.DVCLIVE, state["history"]) if rank == 0 else contextlib.nullcontext() as live:
         log = print if rank == 0 else (lambda line: None)
         log(f"training step: {why}")
+        saved = resume.saved_epoch(paths.TRAIN_STATE)
+        if saved and not state["epoch"]:
+            log(
+                f"{paths.TRAIN_STATE}: its state (epoch {saved}) is from other code, data, params, kernels or "
+                "more epochs, so it is not resumed: training starts at epoch 1"
+            )
         trainer = training.Trainer(
             p, train_x, train_y, val_x, val_y, paths.TRAIN_STATE, rank, world_size, live, log, test, fused
         )

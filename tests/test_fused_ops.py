@@ -2,6 +2,8 @@
 kernels: outputs, gradients, the whole training loss, bit-reproducible training, and the
 fallback where they cannot be built."""
 
+import subprocess
+import sys
 import tempfile
 from types import SimpleNamespace
 
@@ -15,7 +17,8 @@ from attention_clusters.train_step import DropoutMasks, MaskedCrossEntropy
 from attention_clusters.trained_model import build_model
 
 device.init("CPU", seed=0)
-FUSED = fused_ops.FusedOps()
+FUSED, _, WHY = fused_ops.load("CPU")
+needs_kernels = pytest.mark.skipif(FUSED is None, reason=WHY)  # the fallback tests run on any host
 T = ms.Tensor
 
 
@@ -36,6 +39,7 @@ def vjp(fn, args, g, positions):
     return [d.asnumpy() for d in (grads if isinstance(grads, tuple) else (grads,))]
 
 
+@needs_kernels
 def test_softmax_nll_is_the_cross_entropy_and_its_gradient():
     rng = np.random.default_rng(0)
     z, b = rng.standard_normal((7, 13)).astype(np.float32) * 3, rng.standard_normal(13).astype(np.float32)
@@ -57,6 +61,7 @@ def stock_shift(v, w, b):
     return u / ops.maximum(ops.sqrt((u * u).sum(axis=-1, keepdims=True)), 1e-12) / np.sqrt(v.shape[1])
 
 
+@needs_kernels
 def test_shift_norm_is_the_shifting_operation_and_its_gradient():
     rng = np.random.default_rng(1)
     v = rng.standard_normal((5, 3, 7)).astype(np.float32)
@@ -75,6 +80,7 @@ def test_shift_norm_is_the_shifting_operation_and_its_gradient():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@needs_kernels
 def test_bias_tanh_is_tanh_of_the_sum_and_its_gradient():
     rng = np.random.default_rng(2)
     z, b = rng.standard_normal((9, 6)).astype(np.float32) * 2, rng.standard_normal(6).astype(np.float32)
@@ -90,6 +96,7 @@ def stock_frame_softmax(s):
     return ops.softmax(s.transpose(0, 2, 1), -1)
 
 
+@needs_kernels
 def test_frame_softmax_is_the_softmax_over_frames_and_its_gradient():
     rng = np.random.default_rng(5)
     scores = rng.standard_normal((4, 25, 3)).astype(np.float32) * 4
@@ -102,6 +109,7 @@ def test_frame_softmax_is_the_softmax_over_frames_and_its_gradient():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
+@needs_kernels
 @pytest.mark.parametrize("fc, natt", [(1, 3), (2, 2)])
 def test_the_training_loss_and_every_gradient_match_mindspores_kernels(fc, natt):
     """The same weights give the same loss and parameter gradients with and without the fused kernels."""
@@ -124,6 +132,7 @@ def test_the_training_loss_and_every_gradient_match_mindspores_kernels(fc, natt)
         assert got.shape == want.shape and error < 1e-3, error
 
 
+@needs_kernels
 def test_a_two_stream_model_gives_the_same_logits():
     rng = np.random.default_rng(4)
     xs = [T(rng.standard_normal((8, 25, d)).astype(np.float32)) for d in (50, 20)]
@@ -145,6 +154,7 @@ def train_one_epoch(seed):
     return loss, [w.asnumpy() for w in trainer.net.trainable_params()]
 
 
+@needs_kernels
 def test_training_with_the_fused_kernels_is_bit_reproducible():
     (loss, weights), (again, same) = train_one_epoch(0), train_one_epoch(0)
     assert loss == again
@@ -153,12 +163,14 @@ def test_training_with_the_fused_kernels_is_bit_reproducible():
     assert any((a != b).any() for a, b in zip(weights, train_one_epoch(1)[1]))  # the seed matters
 
 
+@needs_kernels
 def test_a_label_outside_the_classes_fails_in_the_kernel():
     z, b = T(np.zeros((2, 5), np.float32)), T(np.zeros(5, np.float32))
     with pytest.raises(RuntimeError, match="SoftmaxNllForward"):
         fused_ops.FusedOps().softmax_nll(z, b, T(np.array([1, 5], np.int32))).asnumpy()
 
 
+@needs_kernels
 def test_the_library_is_built_once_per_source_and_compiler(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     first = fused_ops.library()
@@ -171,20 +183,74 @@ def test_the_library_is_built_once_per_source_and_compiler(tmp_path, monkeypatch
     assert sorted(p.name for p in first.parent.iterdir() if not p.name.endswith(".so")) == []  # no temporaries left
 
 
+def script(folder, name, text):
+    """An executable shell script ``folder/name`` running ``text``."""
+    path = folder / name
+    path.write_text(f"#!/bin/sh\n{text}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
 @pytest.mark.parametrize(
     "cxx, why",
-    [("/nonexistent/c++", "/nonexistent/c++ --version failed"), ("false", "false --version failed")],
+    [
+        ("/nonexistent/c++", "asking the compiler its version: /nonexistent/c++: No such file or directory"),
+        ("false", "asking the compiler its version failed (false): exit 1"),
+        ("hang", "asking the compiler its version: {hang} gave no answer in 1 s"),
+        ("garbage", "compiling fused_ops.cc: {garbage} wrote no fused_ops.o"),  # answers in non-UTF-8 bytes
+    ],
 )
 def test_without_a_working_compiler_training_falls_back_to_mindspores_kernels(tmp_path, monkeypatch, cxx, why):
+    scripts = {"hang": script(tmp_path, "hang", "sleep 30"), "garbage": script(tmp_path, "garbage", "printf '\\377'")}
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    monkeypatch.setenv("CXX", cxx)
+    monkeypatch.setenv("CXX", scripts.get(cxx, cxx))
+    monkeypatch.setattr(fused_ops, "TIMEOUT_S", 1)
     ops_, name, reason = fused_ops.load("CPU")
     assert ops_ is None and name == "mindspore"
-    assert reason.startswith("MindSpore's own kernels: fused ones unavailable") and why in reason, reason
+    assert reason.startswith("MindSpore's own kernels: fused ones unavailable"), reason
+    assert why.format(**scripts) in reason, reason
     assert fused_ops.load("GPU")[:2] == (None, "mindspore")
 
 
-def test_an_unwritable_cache_or_a_broken_library_falls_back(tmp_path, monkeypatch):
+@needs_kernels
+def test_cxx_may_carry_a_wrapper_and_a_relative_cache_home_is_ignored(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXX", "env g++")  # as CXX="ccache g++"
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")  # XDG: not absolute, so ~/.cache
+    assert fused_ops.library().parent == tmp_path / ".cache" / "attention_clusters"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a:b"))  # MindSpore splits the operator's path at ':'
+    with pytest.raises(fused_ops.Unavailable, match="a path with ':'"):
+        fused_ops.library()
+
+
+@needs_kernels
+def test_loading_the_library_leaves_denormals_alone():
+    """-ffast-math at link time would switch the whole process to flush-to-zero (crtfastmath.o)."""
+    code = (
+        "import numpy as np; from attention_clusters import fused_ops as f; f.library(); print(np.float32(1e-38) / 100)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert float(out) > 0
+
+
+@needs_kernels
+def test_inputs_of_the_wrong_kind_are_refused_before_the_kernel_runs():
+    z, b = T(np.zeros((2, 5), np.float32)), T(np.zeros(5, np.float32))
+    with pytest.raises(TypeError, match="labels must be int32, got Tensor\\[Int64\\]"):
+        FUSED.softmax_nll(z, b, T(np.array([1, 2], np.int64)))
+    with pytest.raises(ValueError, match=r"shapes \(N, K\), \(K,\), \(N,\) expected"):
+        FUSED.softmax_nll(z, T(np.zeros(4, np.float32)), T(np.array([1, 2], np.int32)))
+    w = T(np.ones((1, 5, 1), np.float32))
+    with pytest.raises(ValueError, match="v \\(N, C, F\\) and C values"):
+        FUSED.shift_norm(T(np.ones((2, 5), np.float32)), w, w)
+    with pytest.raises(TypeError, match="float32 inputs expected"):
+        FUSED.bias_tanh(T(np.ones((2, 5), np.float16)), T(np.ones(5, np.float16)))
+    with pytest.raises(ValueError, match="scores \\(N, L, C\\) expected"):
+        FUSED.frame_softmax(T(np.ones((2, 5), np.float32)))
+
+
+@needs_kernels
+def test_an_unwritable_cache_falls_back_and_a_broken_library_is_built_again(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "a-file"))
     (tmp_path / "a-file").write_text("not a folder")
     ops_, name, reason = fused_ops.load("CPU")
@@ -194,5 +260,5 @@ def test_an_unwritable_cache_or_a_broken_library_falls_back(tmp_path, monkeypatc
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x7fELF truncated")  # e.g. a disk that filled up under another tool
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "two"))
-    ops_, name, reason = fused_ops.load("CPU")
-    assert ops_ is None and name == "mindspore" and str(path) in reason, reason
+    assert fused_ops.load("CPU")[1] == "fused"  # built again
+    assert path.stat().st_size > 1000

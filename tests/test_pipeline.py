@@ -304,6 +304,7 @@ def test_a_code_change_retrains_from_epoch_1(repo):
         assert ("train", "src/attention_clusters/models/attention_cluster.py", "modified") in lock_mismatches(repo)
         out = run([str(BIN / "dvc"), "repro", "train"], repo).stdout
         assert "resuming" not in out and "epoch 1/60 " in out and "epoch 60/60 " in out
+        assert "(epoch 60) is from other code, data, params, kernels or more epochs" in out
         assert md5(repo / "models/attention_cluster.ckpt") != first
     finally:
         model.write_text(text)

@@ -27,16 +27,34 @@ MindSpore's own kernels (:func:`load` says why).
 
 import ctypes
 import hashlib
+import math
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+import mindspore as ms
 from mindspore import nn, ops
+from mindspore.common.dtype import TensorType
 
 SOURCE = Path(__file__).with_suffix(".cc")
-FLAGS = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-shared", "-fPIC")
+COMPILE = ("-std=c++17", "-O3", "-march=native", "-ffast-math", "-fPIC")
+# linked without -ffast-math: with it GCC < 13 links crtfastmath.o, which would switch the whole
+# process to flush-to-zero; -lm brings glibc's vector maths (libmvec) with any compiler driver
+LINK = ("-shared", "-lm")
+KERNELS = (
+    "SoftmaxNllForward",
+    "SoftmaxNllBackward",
+    "ShiftNormForward",
+    "ShiftNormBackward",
+    "BiasTanhForward",
+    "BiasTanhBackward",
+    "FrameSoftmaxForward",
+    "FrameSoftmaxBackward",
+)
+TIMEOUT_S = 300  # a compiler step that takes longer is given up (the stage goes on without it)
 
 
 class Unavailable(Exception):
@@ -44,45 +62,90 @@ class Unavailable(Exception):
 
 
 def _compiler():
-    found = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    """The compiler command: ``$CXX`` split as a shell would (e.g. ``ccache g++``), else g++ or c++."""
+    cxx = shlex.split(os.environ.get("CXX", ""))
+    if cxx:
+        return cxx
+    found = shutil.which("g++") or shutil.which("c++")
     if not found:
         raise Unavailable("no C++ compiler (set CXX, or install g++)")
-    return found
+    return [found]
 
 
-def _run(cmd):
+def _run(cmd, step):
     try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as err:
-        lines = (getattr(err, "stderr", None) or str(err)).strip().splitlines()
-        raise Unavailable(f"{' '.join(cmd[:2])} failed: {lines[-1] if lines else err}") from None
+        done = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise Unavailable(f"{step}: {cmd[0]} gave no answer in {TIMEOUT_S} s") from None
+    except OSError as err:
+        raise Unavailable(f"{step}: {cmd[0]}: {err.strerror or err}") from None
+    if done.returncode != 0:
+        errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines()
+        raise Unavailable(f"{step} failed ({cmd[0]}): {' / '.join(errors[:3]) or f'exit {done.returncode}'}")
+    return done.stdout
+
+
+def _cache():
+    """``$XDG_CACHE_HOME/attention_clusters``; a relative or unset value means ``~/.cache`` (XDG)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):
+        try:
+            base = Path.home() / ".cache"
+        except RuntimeError:
+            raise Unavailable("no home folder for the kernel cache (set XDG_CACHE_HOME)") from None
+    return Path(base) / "attention_clusters"
+
+
+def _build(cxx, path):
+    """Compile and link ``SOURCE`` into ``path``, atomically (a concurrent process sees all or nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix="build-") as tmp:
+        obj, built = Path(tmp) / "fused_ops.o", Path(tmp) / path.name
+        for step, cmd, out in (
+            ("compiling fused_ops.cc", [*cxx, *COMPILE, "-c", "-o", str(obj), str(SOURCE)], obj),
+            ("linking fused_ops.cc", [*cxx, "-o", str(built), str(obj), *LINK], built),
+        ):
+            _run(cmd, step)
+            if not out.is_file():
+                raise Unavailable(f"{step}: {cxx[0]} wrote no {out.name}")
+        os.replace(built, path)
+
+
+def _loads(path):
+    """Whether ``path`` loads and holds every kernel (a failed or foreign library does not)."""
+    try:
+        lib = ctypes.CDLL(str(path))
+        return all(hasattr(lib, name) for name in KERNELS)
+    except OSError:
+        return False
 
 
 def library():
     """Path of the compiled ``fused_ops.cc`` for this host, compiling it if the cache lacks it.
 
+    A cached library that does not load (e.g. truncated) is built again, once.
+
     Raises:
-        Unavailable: no compiler, it fails on the source, the cache folder is not writable, or
-            the library does not load.
+        Unavailable: no compiler, it fails or hangs, the cache folder is not writable, or the
+            library does not load.
     """
     cxx = _compiler()
     key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(FLAGS).encode()):
+    for part in (SOURCE.read_bytes(), " ".join(COMPILE + LINK).encode()):
         key.update(part + b"\0")
-    key.update(_run([cxx, "--version"]).encode())
-    key.update(_run([cxx, *FLAGS[:3], "-dM", "-E", "-x", "c++", os.devnull]).encode())  # what native means here
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "attention_clusters"
-    path = cache / f"fused_ops-{key.hexdigest()[:16]}.so"
+    key.update(_run([*cxx, "--version"], "asking the compiler its version").encode())
+    macros = _run([*cxx, *COMPILE[:3], "-dM", "-E", "-x", "c++", os.devnull], "asking the compiler its target")
+    key.update(macros.encode())  # what native means here
+    path = _cache() / f"fused_ops-{key.hexdigest()[:16]}.so"
+    if ":" in str(path):
+        raise Unavailable(f"{path}: MindSpore cannot load an operator from a path with ':' (set XDG_CACHE_HOME)")
     try:
-        if not path.exists():
-            cache.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=cache) as tmp:
-                built = Path(tmp) / path.name
-                _run([cxx, *FLAGS, "-o", str(built), str(SOURCE)])
-                os.replace(built, path)  # atomic: concurrent processes see the whole library or none
-        ctypes.CDLL(str(path))  # loads, with what it links (glibc's vector maths)
+        if not path.exists() or not _loads(path):
+            _build(cxx, path)
     except OSError as err:
-        raise Unavailable(f"{path}: {err.strerror or err}") from None
+        raise Unavailable(f"{err.filename or path}: {err.strerror or err}") from None
+    if not _loads(path):
+        raise Unavailable(f"{path} does not load or lacks its kernels; delete it to build it again")
     return path
 
 
@@ -120,36 +183,100 @@ class FusedOps:
 
     def __init__(self):
         lib = library()
+        f32, i32 = TensorType(ms.float32), TensorType(ms.int32)  # as shape inference sees tensors
 
-        def op(name, out_shape, out_dtype, bprop=None):
-            return ops.Custom(f"{lib}:{name}", out_shape, out_dtype, func_type="aot", bprop=bprop)
+        def op(name, infer, bprop=None):
+            """A custom operator whose shape inference ``infer(*shapes, *dtypes)`` checks its inputs."""
 
-        nll_grad = op("SoftmaxNllBackward", lambda p, y, g: (p, [p[1]]), lambda p, y, g: (p, p))
+            def shapes(*args):
+                return infer(*args, *([None] * len(args)))[0]
+
+            def dtypes(*args):
+                return infer(*([None] * len(args)), *args)[1]
+
+            try:
+                return ops.Custom(f"{lib}:{name}", shapes, dtypes, func_type="aot", bprop=bprop)
+            except (TypeError, ValueError, RuntimeError) as err:  # e.g. MS_CUSTOM_AOT_WHITE_LIST
+                raise Unavailable(f"MindSpore refused {name}: {err}") from None
+
+        def nll_infer(z, b, y, zt, bt, yt):
+            if z is not None:
+                if len(z) != 2 or list(b) != [z[1]] or list(y) != [z[0]]:
+                    raise ValueError(f"fused_ops.softmax_nll: shapes (N, K), (K,), (N,) expected, got {z}, {b}, {y}")
+                return ([z[0]], z), None
+            for tensor, dtype in (("z", zt), ("b", bt)):
+                if dtype != f32:
+                    raise TypeError(f"fused_ops.softmax_nll: {tensor} must be float32, got {dtype}")
+            if yt != i32:
+                raise TypeError(f"fused_ops.softmax_nll: labels must be int32, got {yt}")
+            return None, (f32, f32)
+
+        def nll_grad_infer(p, y, g, pt, yt, gt):
+            return ((p, [p[1]]), None) if p is not None else (None, (f32, f32))
+
+        nll_grad = op("SoftmaxNllBackward", nll_grad_infer)
 
         def nll_bprop(z, b, y, out, dout):
             dz, db = nll_grad(out[1], y, dout[0])
             return dz, db, ops.zeros_like(y)
 
-        nll = op("SoftmaxNllForward", lambda z, b, y: ([z[0]], z), lambda z, b, y: (z, z), nll_bprop)
-        shift_grad = op("ShiftNormBackward", lambda g, v, w, b, r: (v, w, b), lambda g, v, w, b, r: (v, w, b))
+        def shift_infer(v, w, b, vt, wt, bt):
+            if v is not None:
+                if len(v) != 3 or math.prod(w) != v[1] or math.prod(b) != v[1]:
+                    raise ValueError(
+                        f"fused_ops.shift_norm: v (N, C, F) and C values in w and b expected, got {v}, {w}, {b}"
+                    )
+                return (v, v[:2]), None
+            if (vt, wt, bt) != (f32, f32, f32):
+                raise TypeError(f"fused_ops.shift_norm: float32 inputs expected, got {vt}, {wt}, {bt}")
+            return None, (f32, f32)
+
+        def shift_grad_infer(g, v, w, b, r, gt, vt, wt, bt, rt):
+            return ((v, w, b), None) if v is not None else (None, (f32, f32, f32))
+
+        shift_grad = op("ShiftNormBackward", shift_grad_infer)
 
         def shift_bprop(v, w, b, out, dout):
             return shift_grad(dout[0], v, w, b, out[1])
 
-        shift = op("ShiftNormForward", lambda v, w, b: (v, v[:2]), lambda v, w, b: (v, v), shift_bprop)
-        tanh_grad = op("BiasTanhBackward", lambda t, g: (t, [t[1]]), lambda t, g: (t, t))
+        def tanh_infer(z, b, zt, bt):
+            if z is not None:
+                if len(z) != 2 or list(b) != [z[1]]:
+                    raise ValueError(f"fused_ops.bias_tanh: shapes (M, H), (H,) expected, got {z}, {b}")
+                return z, None
+            if (zt, bt) != (f32, f32):
+                raise TypeError(f"fused_ops.bias_tanh: float32 inputs expected, got {zt}, {bt}")
+            return None, f32
+
+        def tanh_grad_infer(t, g, tt, gt):
+            return ((t, [t[1]]), None) if t is not None else (None, (f32, f32))
+
+        tanh_grad = op("BiasTanhBackward", tanh_grad_infer)
 
         def tanh_bprop(z, b, out, dout):
             return tanh_grad(out, dout)
 
-        softmax_grad = op("FrameSoftmaxBackward", lambda a, g: [a[0], a[2], a[1]], lambda a, g: a)
+        def softmax_infer(s, st):
+            if s is not None:
+                if len(s) != 3:
+                    raise ValueError(f"fused_ops.frame_softmax: scores (N, L, C) expected, got shape {s}")
+                return [s[0], s[2], s[1]], None
+            if st != f32:
+                raise TypeError(f"fused_ops.frame_softmax: float32 scores expected, got {st}")
+            return None, f32
+
+        def softmax_grad_infer(a, g, at, gt):
+            return ([a[0], a[2], a[1]], None) if a is not None else (None, f32)
+
+        softmax_grad = op("FrameSoftmaxBackward", softmax_grad_infer)
 
         def softmax_bprop(s, out, dout):
             return (softmax_grad(out, dout),)
 
-        self.softmax_nll, self.shift_norm = _First(nll), _First(shift)
-        self.bias_tanh = op("BiasTanhForward", lambda z, b: z, lambda z, b: z, tanh_bprop)
-        self.frame_softmax = op("FrameSoftmaxForward", lambda s: [s[0], s[2], s[1]], lambda s: s, softmax_bprop)
+        self.softmax_nll = _First(op("SoftmaxNllForward", nll_infer, nll_bprop))
+        self.shift_norm = _First(op("ShiftNormForward", shift_infer, shift_bprop))
+        self.bias_tanh = op("BiasTanhForward", tanh_infer, tanh_bprop)
+        self.frame_softmax = op("FrameSoftmaxForward", softmax_infer, softmax_bprop)
 
 
 def load(device_target):

@@ -80,6 +80,17 @@ def load_state(state_dir, fp, epochs):
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
 
 
+def saved_epoch(state_dir):
+    """The last completed epoch that ``state_dir``'s ``state.json`` records, whatever made it
+    (0 when there is none or it is unreadable)."""
+    try:
+        state = json.loads((Path(state_dir) / STATE_JSON).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return 0
+    epoch = state.get("epoch", 0) if isinstance(state, dict) else 0
+    return epoch if isinstance(epoch, int) else 0
+
+
 def commit(state_dir, state, step, net, improved):
     """Commit the state of the epoch just done (``state["epoch"]``) to ``state_dir``.
 
