@@ -17,6 +17,18 @@ int64_t Count(int ndim, const int64_t *shape) {
   return n;
 }
 
+// x[0..n) <- softmax(x), in place; returns logsumexp(x) of the input.
+float Softmax(float *x, int64_t n) {
+  float top = x[0];
+  for (int64_t j = 0; j < n; j++) top = x[j] > top ? x[j] : top;
+  for (int64_t j = 0; j < n; j++) x[j] = expf(x[j] - top);
+  float sum = 0.f;
+  for (int64_t j = 0; j < n; j++) sum += x[j];
+  const float inv = 1.f / sum;
+  for (int64_t j = 0; j < n; j++) x[j] *= inv;
+  return top + logf(sum);
+}
+
 }  // namespace
 
 // Cross-entropy of softmax(z + b) against labels y (SPEC 7), per sample.
@@ -33,18 +45,9 @@ extern "C" int SoftmaxNllForward(int, void **params, int *, int64_t **shapes, co
     if (y[n] < 0 || y[n] >= k) return 1;
     const float *zn = z + n * k;
     float *pn = p + n * k;
-    float top = zn[0] + b[0];
-    for (int64_t j = 0; j < k; j++) {
-      pn[j] = zn[j] + b[j];
-      top = pn[j] > top ? pn[j] : top;
-    }
+    for (int64_t j = 0; j < k; j++) pn[j] = zn[j] + b[j];
     const float target = pn[y[n]];
-    for (int64_t j = 0; j < k; j++) pn[j] = expf(pn[j] - top);
-    float sum = 0.f;
-    for (int64_t j = 0; j < k; j++) sum += pn[j];
-    const float inv = 1.f / sum;
-    for (int64_t j = 0; j < k; j++) pn[j] *= inv;
-    nll[n] = top + logf(sum) - target;
+    nll[n] = Softmax(pn, k) - target;
   }
   return 0;
 }
@@ -180,18 +183,8 @@ extern "C" int FrameSoftmaxForward(int, void **params, int *, int64_t **shapes, 
     const float *sn = s + n * frames * c;
     for (int64_t u = 0; u < c; u++) {
       float *au = a + (n * c + u) * frames;
-      float top = sn[u];
-      for (int64_t l = 0; l < frames; l++) {
-        au[l] = sn[l * c + u];
-        top = au[l] > top ? au[l] : top;
-      }
-      float sum = 0.f;
-      for (int64_t l = 0; l < frames; l++) {
-        au[l] = expf(au[l] - top);
-        sum += au[l];
-      }
-      const float inv = 1.f / sum;
-      for (int64_t l = 0; l < frames; l++) au[l] *= inv;
+      for (int64_t l = 0; l < frames; l++) au[l] = sn[l * c + u];
+      Softmax(au, frames);
     }
   }
   return 0;

@@ -185,98 +185,78 @@ class FusedOps:
         lib = library()
         f32, i32 = TensorType(ms.float32), TensorType(ms.int32)  # as shape inference sees tensors
 
-        def op(name, infer, bprop=None):
-            """A custom operator whose shape inference ``infer(*shapes, *dtypes)`` checks its inputs."""
-
-            def shapes(*args):
-                return infer(*args, *([None] * len(args)))[0]
-
-            def dtypes(*args):
-                return infer(*([None] * len(args)), *args)[1]
-
+        def op(name, out_shape, out_dtype, bprop=None):
             try:
-                return ops.Custom(f"{lib}:{name}", shapes, dtypes, func_type="aot", bprop=bprop)
+                return ops.Custom(f"{lib}:{name}", out_shape, out_dtype, func_type="aot", bprop=bprop)
             except (TypeError, ValueError, RuntimeError) as err:  # e.g. MS_CUSTOM_AOT_WHITE_LIST
                 raise Unavailable(f"MindSpore refused {name}: {err}") from None
 
-        def nll_infer(z, b, y, zt, bt, yt):
-            if z is not None:
-                if len(z) != 2 or list(b) != [z[1]] or list(y) != [z[0]]:
-                    raise ValueError(f"fused_ops.softmax_nll: shapes (N, K), (K,), (N,) expected, got {z}, {b}, {y}")
-                return ([z[0]], z), None
-            for tensor, dtype in (("z", zt), ("b", bt)):
-                if dtype != f32:
-                    raise TypeError(f"fused_ops.softmax_nll: {tensor} must be float32, got {dtype}")
-            if yt != i32:
-                raise TypeError(f"fused_ops.softmax_nll: labels must be int32, got {yt}")
-            return None, (f32, f32)
+        def floats(what, *dtypes):
+            """Shape inference's dtype check of a forward operator: every input float32."""
+            if any(dtype != f32 for dtype in dtypes):
+                raise TypeError(f"fused_ops.{what}: float32 inputs expected, got {', '.join(map(str, dtypes))}")
 
-        def nll_grad_infer(p, y, g, pt, yt, gt):
-            return ((p, [p[1]]), None) if p is not None else (None, (f32, f32))
+        def nll_shape(z, b, y):
+            if len(z) != 2 or list(b) != [z[1]] or list(y) != [z[0]]:
+                raise ValueError(f"fused_ops.softmax_nll: shapes (N, K), (K,), (N,) expected, got {z}, {b}, {y}")
+            return [z[0]], z
 
-        nll_grad = op("SoftmaxNllBackward", nll_grad_infer)
+        def nll_dtype(z, b, y):
+            if y != i32:
+                raise TypeError(f"fused_ops.softmax_nll: labels must be int32, got {y}")
+            floats("softmax_nll", z, b)
+            return f32, f32
+
+        def shift_shape(v, w, b):
+            if len(v) != 3 or math.prod(w) != v[1] or math.prod(b) != v[1]:
+                raise ValueError(f"fused_ops.shift_norm: v (N, C, F) and C values in w, b expected, got {v}, {w}, {b}")
+            return v, v[:2]
+
+        def shift_dtype(v, w, b):
+            floats("shift_norm", v, w, b)
+            return f32, f32
+
+        def tanh_shape(z, b):
+            if len(z) != 2 or list(b) != [z[1]]:
+                raise ValueError(f"fused_ops.bias_tanh: shapes (M, H), (H,) expected, got {z}, {b}")
+            return z
+
+        def tanh_dtype(z, b):
+            floats("bias_tanh", z, b)
+            return f32
+
+        def softmax_shape(s):
+            if len(s) != 3:
+                raise ValueError(f"fused_ops.frame_softmax: scores (N, L, C) expected, got shape {s}")
+            return [s[0], s[2], s[1]]
+
+        def softmax_dtype(s):
+            floats("frame_softmax", s)
+            return f32
+
+        # the gradients: shapes and dtypes follow from their forward's, checked there
+        nll_grad = op("SoftmaxNllBackward", lambda p, y, g: (p, [p[1]]), lambda p, y, g: (f32, f32))
+        shift_grad = op("ShiftNormBackward", lambda g, v, w, b, r: (v, w, b), lambda g, v, w, b, r: (f32,) * 3)
+        tanh_grad = op("BiasTanhBackward", lambda t, g: (t, [t[1]]), lambda t, g: (f32, f32))
+        softmax_grad = op("FrameSoftmaxBackward", lambda a, g: [a[0], a[2], a[1]], lambda a, g: f32)
 
         def nll_bprop(z, b, y, out, dout):
             dz, db = nll_grad(out[1], y, dout[0])
             return dz, db, ops.zeros_like(y)
 
-        def shift_infer(v, w, b, vt, wt, bt):
-            if v is not None:
-                if len(v) != 3 or math.prod(w) != v[1] or math.prod(b) != v[1]:
-                    raise ValueError(
-                        f"fused_ops.shift_norm: v (N, C, F) and C values in w and b expected, got {v}, {w}, {b}"
-                    )
-                return (v, v[:2]), None
-            if (vt, wt, bt) != (f32, f32, f32):
-                raise TypeError(f"fused_ops.shift_norm: float32 inputs expected, got {vt}, {wt}, {bt}")
-            return None, (f32, f32)
-
-        def shift_grad_infer(g, v, w, b, r, gt, vt, wt, bt, rt):
-            return ((v, w, b), None) if v is not None else (None, (f32, f32, f32))
-
-        shift_grad = op("ShiftNormBackward", shift_grad_infer)
-
         def shift_bprop(v, w, b, out, dout):
             return shift_grad(dout[0], v, w, b, out[1])
-
-        def tanh_infer(z, b, zt, bt):
-            if z is not None:
-                if len(z) != 2 or list(b) != [z[1]]:
-                    raise ValueError(f"fused_ops.bias_tanh: shapes (M, H), (H,) expected, got {z}, {b}")
-                return z, None
-            if (zt, bt) != (f32, f32):
-                raise TypeError(f"fused_ops.bias_tanh: float32 inputs expected, got {zt}, {bt}")
-            return None, f32
-
-        def tanh_grad_infer(t, g, tt, gt):
-            return ((t, [t[1]]), None) if t is not None else (None, (f32, f32))
-
-        tanh_grad = op("BiasTanhBackward", tanh_grad_infer)
 
         def tanh_bprop(z, b, out, dout):
             return tanh_grad(out, dout)
 
-        def softmax_infer(s, st):
-            if s is not None:
-                if len(s) != 3:
-                    raise ValueError(f"fused_ops.frame_softmax: scores (N, L, C) expected, got shape {s}")
-                return [s[0], s[2], s[1]], None
-            if st != f32:
-                raise TypeError(f"fused_ops.frame_softmax: float32 scores expected, got {st}")
-            return None, f32
-
-        def softmax_grad_infer(a, g, at, gt):
-            return ([a[0], a[2], a[1]], None) if a is not None else (None, f32)
-
-        softmax_grad = op("FrameSoftmaxBackward", softmax_grad_infer)
-
         def softmax_bprop(s, out, dout):
             return (softmax_grad(out, dout),)
 
-        self.softmax_nll = _First(op("SoftmaxNllForward", nll_infer, nll_bprop))
-        self.shift_norm = _First(op("ShiftNormForward", shift_infer, shift_bprop))
-        self.bias_tanh = op("BiasTanhForward", tanh_infer, tanh_bprop)
-        self.frame_softmax = op("FrameSoftmaxForward", softmax_infer, softmax_bprop)
+        self.softmax_nll = _First(op("SoftmaxNllForward", nll_shape, nll_dtype, nll_bprop))
+        self.shift_norm = _First(op("ShiftNormForward", shift_shape, shift_dtype, shift_bprop))
+        self.bias_tanh = op("BiasTanhForward", tanh_shape, tanh_dtype, tanh_bprop)
+        self.frame_softmax = op("FrameSoftmaxForward", softmax_shape, softmax_dtype, softmax_bprop)
 
 
 def load(device_target):

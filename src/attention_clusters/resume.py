@@ -65,29 +65,29 @@ def load_state(state_dir, fp, epochs):
         ``last`` and ``best`` (checkpoint file names in ``state_dir``).
     """
     state_dir = Path(state_dir)
-    if (state_dir / STATE_JSON).is_file():
-        try:
-            state = json.loads((state_dir / STATE_JSON).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            state = None
-        if (
-            isinstance(state, dict)
-            and state.get("fingerprint") == fp
-            and 0 < state.get("epoch", 0) <= epochs
-            and all(isinstance(state.get(key), str) and (state_dir / state[key]).is_file() for key in CHECKPOINTS)
-        ):
-            return state
+    state = _saved(state_dir)
+    if (
+        state.get("fingerprint") == fp
+        and 0 < state.get("epoch", 0) <= epochs
+        and all(isinstance(state.get(key), str) and (state_dir / state[key]).is_file() for key in CHECKPOINTS)
+    ):
+        return state
     return {"fingerprint": fp, "epoch": 0, "best_epoch": 0, "best_val_top1": -1.0, "history": []}
+
+
+def _saved(state_dir):
+    """``state_dir``'s ``state.json`` as a dict, whatever made it ({} when absent or unreadable)."""
+    try:
+        state = json.loads((Path(state_dir) / STATE_JSON).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
 
 
 def saved_epoch(state_dir):
     """The last completed epoch that ``state_dir``'s ``state.json`` records, whatever made it
     (0 when there is none or it is unreadable)."""
-    try:
-        state = json.loads((Path(state_dir) / STATE_JSON).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return 0
-    epoch = state.get("epoch", 0) if isinstance(state, dict) else 0
+    epoch = _saved(state_dir).get("epoch", 0)
     return epoch if isinstance(epoch, int) else 0
 
 
