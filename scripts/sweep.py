@@ -1,6 +1,6 @@
 """Train the published table's rows at their own settings on full MNIST (docs/results.md, "Sweep").
 
-    python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit]
+    python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit] [--cpus 0]
     python scripts/sweep.py table
     python scripts/sweep.py best --mnist-folder PATH [--commit]
 
@@ -17,7 +17,10 @@ params.yaml (``git checkout HEAD -- params.yaml``: uncommitted edits to it are d
 workspace is left with the last row's params and outputs: run it in a checkout of its own
 (``git worktree add``), or restore with ``git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
 (DVC's autostage stages dvc.lock, so a plain ``git checkout dvc.lock`` would restore the staged one).
-``table`` redraws the markdown table and the picture from the two CSV files.
+``--cpus`` pins the run to some of the CPUs, so that two sweeps in two checkouts, with disjoint
+``--rows``, can share a machine (docs/results.md, "Sweep"). ``table`` redraws the markdown table
+and the picture from the two CSV files, rows in ``sweep.ORDER`` (after a merge of two sweeps'
+commits, whose CSV lines git joins: ``merge=union`` in .gitattributes).
 
 ``best`` runs our best recipe (``sweep.RECIPE``) with ``dvc exp run --force``, so every stage
 reruns, and writes ``metrics/best_recipe.json``: the test top-1 / top-5 of the epoch chosen on
@@ -25,6 +28,7 @@ validation, the wall-clock minutes of the whole pipeline, the host and the code 
 """
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -165,8 +169,24 @@ def experiment(name, argv, version, after_failure=""):
     return metrics
 
 
+def pin(cpus):
+    """Run this process and the stages it starts on ``cpus`` alone (Linux CPU affinity, inherited
+    by child processes); MindSpore then sizes its thread pool to them (``device.init``).
+
+    Raises:
+        UserError: a CPU id this process may not use.
+    """
+    allowed = os.sched_getaffinity(0)
+    wrong = [c for c in cpus if c not in allowed]
+    if wrong:
+        raise UserError(f"--cpus {' '.join(map(str, wrong))}: not a CPU this process may use ({sorted(allowed)})")
+    os.sched_setaffinity(0, cpus)
+
+
 def run(args):
     folder = mnist_folder(args)
+    if args.cpus:
+        pin(args.cpus)
     if args.patience < 1:
         raise UserError(f"--patience {args.patience}: expected an integer >= 1")
     if args.epochs is not None and args.epochs < 1:
@@ -227,7 +247,7 @@ def best(args):
 
 
 def table(args):
-    results, curves = load_tables(required=True)
+    results, curves = sweep.ordered(*load_tables(required=True), where=str(RESULTS))
     write(results, curves)
     return f"{len(results)} row(s): {RESULTS.with_suffix('.md')}, {PICTURE}"
 
@@ -242,6 +262,7 @@ def main(argv=None):
     r.add_argument("--patience", type=int, default=20, help="epochs without a better val top-1 before stopping")
     r.add_argument("--epochs", type=int, help="epoch budget of every row (default: the published 200)")
     r.add_argument("--commit", action="store_true", help="git commit the table after each row")
+    r.add_argument("--cpus", type=int, nargs="+", help="run on these CPU ids alone, e.g. 0 (default: all)")
     commands.add_parser("table", help="redraw metrics/results.md and plots/results_curves.png")
     b = commands.add_parser("best", help="run our best recipe, every stage, and write metrics/best_recipe.json")
     b.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")

@@ -83,6 +83,7 @@ settings = dict(a.split("=", 1) for a in sys.argv[6::2])
 if os.environ.get("FAKE_DVC_FAIL") == settings["natt"]:
     sys.exit(1)
 Path("log").open("a").write(sys.argv[4] + (" forced" if forced else "") + "\\n")
+Path("cpus").open("a").write(" ".join(map(str, sorted(os.sched_getaffinity(0)))) + "\\n")
 Path("metrics").mkdir(exist_ok=True)
 Path("models").mkdir(exist_ok=True)
 live = Path("dvclive/plots/metrics")
@@ -278,3 +279,47 @@ def test_readme_shows_the_committed_results():
     best = ROOT / "metrics/best_recipe.json"
     block = sweep.readme_block(results, json.loads(best.read_text()) if best.is_file() else None)
     assert block in (ROOT / "README.md").read_text()
+
+
+def test_two_sweeps_on_branches_merge_into_one_ordered_table(scratch):
+    """Two checkouts each run rows of their own (pinned to a CPU each) and commit on their branch;
+    the committed .gitattributes joins the CSV lines on merge, and `table` orders them."""
+    folder, env = scratch
+    shutil.copy(ROOT / ".gitattributes", folder / ".gitattributes")
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=folder, env=env, capture_output=True, text=True)
+
+    git("add", ".gitattributes")
+    git("commit", "-qm", "attributes")
+    main = git("branch", "--show-current").stdout.strip()
+    git("branch", "other")
+    cpu = max(os.sched_getaffinity(0))
+    for branch, row in (("other", "1/8"), (main, "2/8")):
+        git("checkout", "-q", branch)
+        result = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", row, "--commit",
+                           "--cpus", str(cpu))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    assert (folder / "cpus").read_text().split("\n") == [str(cpu), str(cpu), ""]  # dvc ran on that CPU alone
+    merged = git("merge", "-q", "other")
+    assert merged.returncode != 0  # the markdown, the picture and README.md conflict; the CSV files do not
+    conflicted = git("diff", "--name-only", "--diff-filter=U").stdout.split()
+    assert sorted(conflicted) == ["README.md", "metrics/results.md", "plots/results_curves.png"]
+    assert list(pd.read_csv(folder / "metrics/results.csv").natt) == [8, 8]
+    git("checkout", "--ours", "--", *conflicted)
+    assert sweep_cli(scratch, "table").returncode == 0
+    results = pd.read_csv(folder / "metrics/results.csv")
+    assert list(zip(results.fc, results.natt)) == [(1, 8), (2, 8)]  # sweep.ORDER, whatever the merge's order
+    curves = pd.read_csv(folder / "metrics/results_curves.csv")
+    assert list(curves.row) == ["fc1-natt8", "fc1-natt8", "fc2-natt8", "fc2-natt8"]
+    assert "2 of 16 published rows" in (folder / "README.md").read_text()
+    twice = pd.concat([results, results.iloc[[1]]])
+    twice.to_csv(folder / "metrics/results.csv", index=False)
+    assert one_line(sweep_cli(scratch, "table"), "metrics/results.csv: row(s) 2/8 appear twice; keep one line")
+
+
+def test_cpus_must_be_usable(scratch):
+    folder, _ = scratch
+    bad = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--cpus", "4096")
+    assert one_line(bad, "--cpus 4096: not a CPU this process may use"), bad.stderr
+    assert not (folder / "log").exists()

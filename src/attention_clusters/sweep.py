@@ -186,9 +186,33 @@ def merge(table, record):
     """``table`` (DataFrame with :data:`COLUMNS`, possibly empty) with ``record`` replacing any
     row of the same fc and natt, rows in :data:`ORDER`."""
     keep = table[~((table.fc == record["fc"]) & (table.natt == record["natt"]))] if len(table) else table
-    out = pd.concat([keep, pd.DataFrame([record])], ignore_index=True)[COLUMNS]
-    rank = out.apply(lambda r: ORDER.index(f"{r.fc}/{r.natt}"), axis=1)
-    return out.iloc[rank.argsort(kind="stable")].reset_index(drop=True)
+    return ordered(pd.concat([keep, pd.DataFrame([record])], ignore_index=True)[COLUMNS])
+
+
+def ordered(results, curves=None, where="metrics/results.csv"):
+    """``results`` (DataFrame with :data:`COLUMNS`) with its rows in :data:`ORDER`; with ``curves``
+    (DataFrame with columns ``row``, ``epoch``, ...) also the curves by row in that order, then epoch.
+
+    Two sweeps run side by side on branches of their own (docs/results.md, "Sweep") are merged
+    line by line (``merge=union`` in .gitattributes); this puts the merged lines back in order.
+
+    Raises:
+        UserError: naming ``where``: a row is there twice (both sweeps ran it: delete one line)
+        or is not a published row.
+    """
+    names = [f"{fc}/{natt}" for fc, natt in zip(results.fc, results.natt)]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"{where}: row(s) {', '.join(twice)} appear twice; keep one line of each")
+    unknown = [n for n in names if n not in ORDER]
+    if unknown:
+        raise UserError(f"{where}: row(s) {', '.join(unknown)} are not published rows")
+    results = results.iloc[sorted(range(len(names)), key=lambda i: ORDER.index(names[i]))].reset_index(drop=True)
+    if curves is None:
+        return results
+    rank = {name(*n.split("/")): i for i, n in enumerate(ORDER)}
+    curves = curves.assign(_rank=curves.row.map(rank)).sort_values(["_rank", "epoch"], kind="stable")
+    return results, curves.drop(columns="_rank").reset_index(drop=True)
 
 
 def markdown(frame):
