@@ -33,7 +33,11 @@ a compiling step: on a shared 2-core VM
 single passes of the same work vary 2-3x (numpy's own matmul too), so compare medians, and
 rerun when two runs of a figure differ by more than ~20 %.
 
-Usage: python bench/speed.py [--seconds S] [--isa native avx2]
+``--cpus 0`` runs every measurement pinned to CPU 0 alone (one thread, ours and PyTorch alike):
+at natt <= 8 a step is mostly one thread launching kernels, and a sweep runs one row per core
+(docs/results.md, "Sweep").
+
+Usage: python bench/speed.py [--seconds S] [--isa native avx2] [--cpus 0]
 
 bench/kernel_path.py times the extractor's forward pass against a matmul of the same FLOPs.
 """
@@ -214,12 +218,19 @@ def main():
         "--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure"
     )
     parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
+    parser.add_argument(
+        "--cpus", type=int, nargs="+", help="pin every measurement to these CPU ids, e.g. 0 (default: all)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.child:
         print(json.dumps(measure(*args.child, args.seconds)))
         return
+    if args.cpus:  # inherited by the children; MindSpore and PyTorch size their threads to it
+        if not set(args.cpus) <= os.sched_getaffinity(0):
+            parser.error(f"--cpus {' '.join(map(str, args.cpus))}: expected ids of {sorted(os.sched_getaffinity(0))}")
+        os.sched_setaffinity(0, args.cpus)
     implementations = IMPLEMENTATIONS if importlib.util.find_spec("torch") else IMPLEMENTATIONS[:2]
     print(f"host: {host()}")
     print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
