@@ -37,7 +37,7 @@ rerun when two runs of a figure differ by more than ~20 %.
 at natt <= 8 a step is mostly one thread launching kernels, and a sweep runs one row per core
 (docs/results.md, "Sweep").
 
-Usage: python bench/speed.py [--seconds S] [--isa native avx2] [--cpus 0]
+Usage: python bench/speed.py [--seconds S] [--isa native avx2] [--figures ac_1_1 ...] [--cpus 0]
 
 bench/kernel_path.py times the extractor's forward pass against a matmul of the same FLOPs.
 """
@@ -195,6 +195,8 @@ def table(rates):
     names["extract"] = f"extraction ({EXTRACT_VIDEOS * 25:,} frames a pass), frames/s"
     rows = []
     for key, name in names.items():
+        if key not in rates:
+            continue
         ours, base, torch = rates[key], rates[f"{key}_baseline"], rates.get(f"{key}_torch")
         stock = rates.get(f"{key}_stock")
         rows.append(
@@ -218,6 +220,7 @@ def main():
         "--seconds", type=float, default=2.0, help="length of each of the three timed blocks per figure"
     )
     parser.add_argument("--isa", nargs="+", choices=sorted(ISAS), default=list(ISAS), help="ISA settings to run")
+    parser.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES), help="figures to measure")
     parser.add_argument(
         "--cpus", type=int, nargs="+", help="pin every measurement to these CPU ids, e.g. 0 (default: all)"
     )
@@ -238,7 +241,7 @@ def main():
         print("PyTorch not installed: its columns are skipped (pip install -r bench/requirements-torch.txt)")
     for isa in args.isa:
         rates = {}
-        for figure in FIGURES:
+        for figure in args.figures:
             for implementation in implementations:
                 if implementation == "stock" and not figure.startswith("ac_"):
                     continue
@@ -247,11 +250,12 @@ def main():
         label = " ".join(f"{key}={value}" for key, value in ISAS[isa].items()) or "the CPU's own"
         print(f"\n== ISA: {label} ==")
         print(table(rates).to_string())
-        seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]
-        print(f"feature stage at full MNIST size (extractor training + extraction): about {seconds / 60:.1f} minutes")
+        if {"extractor_train", "extract"} <= set(rates):
+            seconds = FULL_TRAIN_FRAMES / rates["extractor_train"] + FULL_EXTRACT_FRAMES / rates["extract"]
+            print(f"feature stage at full MNIST size (extractor training + extraction): about {seconds / 60:.1f} min")
         roof = run_child(isa, "matmul", "ours", args.seconds)
         print(f"\nroofline (large-matmul rate {roof / 1e9:.0f} GFLOP/s; batch {BATCH}):")
-        for figure in FIGURES[:-1]:  # the training figures
+        for figure in (f for f in args.figures if f != "extract"):  # the training figures
             print(roofline.line(figure, rates[figure], run_child(isa, figure, "profile", args.seconds), roof, BATCH))
 
 

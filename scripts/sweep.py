@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from attention_clusters import cli, device, inputs, sweep
 from attention_clusters.errors import UserError
@@ -156,13 +157,20 @@ def experiment(name, argv, version, after_failure=""):
         The run's metrics/eval.json, made by the code of ``version`` (``inputs.code_version``).
 
     Raises:
-        UserError: git or dvc is missing, params.yaml cannot be restored, the run failed, or its
-        metrics/eval.json is from other code.
+        UserError: git or dvc is missing, params.yaml cannot be restored, the run failed, ran
+        with other params than ``argv`` sets (:func:`sweep.unapplied`), or its metrics/eval.json
+        is from other code.
     """
     git("checkout", "HEAD", "--", "params.yaml")  # the committed params, then the experiment's
     tool(["dvc", "exp", "remove", name], capture_output=True)  # a recorded, untabulated try
     if tool(argv).returncode != 0:
         raise UserError(f"{name}: dvc exp run failed (see above){after_failure}")
+    wrong = sweep.unapplied(argv, yaml.safe_load(Path("params.yaml").read_text()))
+    if wrong:
+        raise UserError(
+            f"{name}: it ran with {'; '.join(wrong)} (another dvc exp run in a worktree of this repository at "
+            "the same time? They share DVC's experiment refs: run each sweep in a clone of its own)"
+        )
     metrics = read_json("metrics/eval.json")
     if metrics.get("code_version") != version:
         raise UserError(f"{name}: metrics/eval.json is from code {metrics.get('code_version')}, not {version}")

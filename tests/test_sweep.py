@@ -70,6 +70,7 @@ def test_results_table_replaces_a_row_and_keeps_the_order():
 
 FAKE_DVC = """#!{python}
 import json, os, sys
+import yaml
 from pathlib import Path
 from attention_clusters import inputs
 forced = "--force" in sys.argv
@@ -78,8 +79,17 @@ if sys.argv[2] == "remove":
     Path("removed").open("a").write(sys.argv[3] + "\\n")
     sys.exit(1)  # as dvc when there is no such experiment
 assert Path("params.yaml").read_text() == "natt: 1\\n"  # the committed params, not the last row's
-Path("params.yaml").write_text("natt: " + dict(a.split("=", 1) for a in sys.argv[6::2])["natt"] + "\\n")
 settings = dict(a.split("=", 1) for a in sys.argv[6::2])
+params = {{}}
+for key, value in settings.items():  # as dvc exp run -S writes them
+    *parents, last = key.split(".")
+    node = params
+    for part in parents:
+        node = node.setdefault(part, {{}})
+    node[last] = yaml.safe_load(value)
+if os.environ.get("FAKE_DVC_SWAP") == settings["natt"]:  # another run's params, as when two runs race
+    params["natt"] = 16
+Path("params.yaml").write_text(yaml.safe_dump(params))
 if os.environ.get("FAKE_DVC_FAIL") == settings["natt"]:
     sys.exit(1)
 Path("log").open("a").write(sys.argv[4] + (" forced" if forced else "") + "\\n")
@@ -316,6 +326,20 @@ def test_two_sweeps_on_branches_merge_into_one_ordered_table(scratch):
     twice = pd.concat([results, results.iloc[[1]]])
     twice.to_csv(folder / "metrics/results.csv", index=False)
     assert one_line(sweep_cli(scratch, "table"), "metrics/results.csv: row(s) 2/8 appear twice; keep one line")
+
+
+def test_a_row_run_with_other_params_is_not_tabulated(scratch):
+    folder, _ = scratch
+    swapped = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8", FAKE_DVC_SWAP="8")
+    assert one_line(swapped, "fc2-natt8: it ran with natt=16, not 8 (another dvc exp run in a worktree"), swapped.stderr
+    assert not (folder / "metrics/results.csv").exists()
+
+
+def test_unapplied_settings_are_named():
+    argv = ["dvc", "exp", "run", "-n", "x", "-S", "lr=0.0001", "-S", "report_test=true", "-S", "mnist.folder=/m"]
+    assert sweep.unapplied(argv, {"lr": 1e-4, "report_test": True, "mnist": {"folder": "/m"}}) == []
+    params = {"lr": 5e-4, "report_test": True, "mnist": {"source": "folder"}}
+    assert sweep.unapplied(argv, params) == ["lr=0.0005, not 0.0001", "mnist.folder=None, not /m"]
 
 
 def test_cpus_must_be_usable(scratch):

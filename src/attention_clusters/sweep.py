@@ -98,6 +98,26 @@ def _exp_run(experiment, settings, mnist_folder, force=False):
     return argv
 
 
+def unapplied(argv, params):
+    """The ``-S key=value`` settings of ``argv`` that ``params`` (the parsed params.yaml after the
+    run; dotted keys are nested) does not hold, as ``"key=found, not value"`` strings.
+
+    ``dvc exp run`` keeps the experiment it is running in git refs (``refs/exps/exec``) that every
+    worktree of a repository shares: two runs at once in two worktrees of one repository can swap
+    their params, so each row checks that it ran with its own.
+    """
+    import yaml
+
+    wrong = []
+    for key, value in (a.split("=", 1) for flag, a in zip(argv, argv[1:]) if flag == "-S"):
+        found = params
+        for part in key.split("."):
+            found = found.get(part) if isinstance(found, dict) else None
+        if found != yaml.safe_load(value):
+            wrong.append(f"{key}={found}, not {value}")
+    return wrong
+
+
 def experiment_argv(row, mnist_folder, patience):
     """``dvc exp run`` (in the workspace, so the train stage can resume) of one published row.
 
