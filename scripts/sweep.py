@@ -1,6 +1,7 @@
 """Train the published table's rows at their own settings on full MNIST (docs/results.md, "Sweep").
 
     python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit] [--cpus 0]
+    python scripts/sweep.py gather CHECKOUT [CHECKOUT ...]
     python scripts/sweep.py table
     python scripts/sweep.py best --mnist-folder PATH [--commit]
 
@@ -14,13 +15,14 @@ those four files at once. It can be stopped at any moment: running it again cont
 unfinished row from its last completed epoch (the train stage resumes its state when its inputs
 are the same), so at most the epoch in progress is lost. Each row starts from the committed
 params.yaml (``git checkout HEAD -- params.yaml``: uncommitted edits to it are discarded) and the
-workspace is left with the last row's params and outputs: run it in a checkout of its own
-(``git worktree add``), or restore with ``git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
+workspace is left with the last row's params and outputs: run it in a clone of its own
+(``git clone``; not a ``git worktree``, whose DVC experiment refs are shared), or restore with
+``git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
 (DVC's autostage stages dvc.lock, so a plain ``git checkout dvc.lock`` would restore the staged one).
-``--cpus`` pins the run to some of the CPUs, so that two sweeps in two checkouts, with disjoint
-``--rows``, can share a machine (docs/results.md, "Sweep"). ``table`` redraws the markdown table
-and the picture from the two CSV files, rows in ``sweep.ORDER`` (after a merge of two sweeps'
-commits, whose CSV lines git joins: ``merge=union`` in .gitattributes).
+``--cpus`` pins the run to some of the CPUs, so that two sweeps in two clones, with disjoint
+``--rows``, can share a machine (docs/results.md, "Sweep"); ``gather`` then takes the rows the
+clones have made with this checkout's code into this checkout's tables. ``table`` redraws the
+markdown table and the picture from the two CSV files.
 
 ``best`` runs our best recipe (``sweep.RECIPE``) with ``dvc exp run --force``, so every stage
 reruns, and writes ``metrics/best_recipe.json``: the test top-1 / top-5 of the epoch chosen on
@@ -254,6 +256,29 @@ def best(args):
     return f"{summary}; {BEST}"
 
 
+def gather(args):
+    version = inputs.code_version("eval")
+    results, curves = load_tables()
+    new_readme(results)  # a damaged README.md or best-recipe record stops here, not after reading the others
+    results = results[results.code_version == version]
+    taken = 0
+    for checkout in args.checkouts:
+        root = Path(checkout)
+        if not (root / RESULTS).is_file():
+            raise UserError(f"{checkout}: no {RESULTS} there (expected a checkout where scripts/sweep.py run ran)")
+        theirs = load(root / RESULTS, sweep.COLUMNS, required=True)
+        their_curves = load(root / CURVES, CURVE_COLUMNS, required=True)
+        for record in theirs[theirs.code_version == version].to_dict("records"):
+            row_name = sweep.name(record["fc"], record["natt"])
+            results = sweep.merge(results, record)
+            curves = pd.concat([curves[curves.row != row_name], their_curves[their_curves.row == row_name]])
+            taken += 1
+    names = [sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)]
+    results, curves = sweep.ordered(results, curves[curves.row.isin(names)], str(RESULTS))
+    write(results, curves)
+    return f"{taken} row(s) of code {version} taken; {len(results)} row(s) in {RESULTS.with_suffix('.md')}"
+
+
 def table(args):
     results, curves = sweep.ordered(*load_tables(required=True), where=str(RESULTS))
     write(results, curves)
@@ -271,12 +296,14 @@ def main(argv=None):
     r.add_argument("--epochs", type=int, help="epoch budget of every row (default: the published 200)")
     r.add_argument("--commit", action="store_true", help="git commit the table after each row")
     r.add_argument("--cpus", type=int, nargs="+", help="run on these CPU ids alone, e.g. 0 (default: all)")
+    g = commands.add_parser("gather", help="take the rows other checkouts made with this code into this table")
+    g.add_argument("checkouts", nargs="+", help="checkouts (clones) where scripts/sweep.py run ran")
     commands.add_parser("table", help="redraw metrics/results.md and plots/results_curves.png")
     b = commands.add_parser("best", help="run our best recipe, every stage, and write metrics/best_recipe.json")
     b.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
     b.add_argument("--commit", action="store_true", help="git commit metrics/best_recipe.json")
     args = parser.parse_args(argv)
-    command = {"run": run, "table": table, "best": best}[args.command]
+    command = {"run": run, "gather": gather, "table": table, "best": best}[args.command]
     cli.main(f"sweep {args.command}", lambda: command(args), check_inputs=False)
 
 

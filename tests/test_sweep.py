@@ -291,41 +291,42 @@ def test_readme_shows_the_committed_results():
     assert block in (ROOT / "README.md").read_text()
 
 
-def test_two_sweeps_on_branches_merge_into_one_ordered_table(scratch):
-    """Two checkouts each run rows of their own (pinned to a CPU each) and commit on their branch;
-    the committed .gitattributes joins the CSV lines on merge, and `table` orders them."""
+def test_two_sweeps_in_two_clones_are_gathered_into_one_table(scratch):
+    """Two clones each run rows of their own, pinned to a CPU each; `gather` takes both into the
+    table of a third checkout, rows in sweep.ORDER, and leaves out rows of other code."""
     folder, env = scratch
-    shutil.copy(ROOT / ".gitattributes", folder / ".gitattributes")
-
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=folder, env=env, capture_output=True, text=True)
-
-    git("add", ".gitattributes")
-    git("commit", "-qm", "attributes")
-    main = git("branch", "--show-current").stdout.strip()
-    git("branch", "other")
     cpu = max(os.sched_getaffinity(0))
-    for branch, row in (("other", "1/8"), (main, "2/8")):
-        git("checkout", "-q", branch)
-        result = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", row, "--commit",
-                           "--cpus", str(cpu))  # fmt: skip
+    clones = [folder.parent / "clone_a", folder.parent / "clone_b"]
+    for clone, row in zip(clones, ("2/8", "1/8")):
+        subprocess.run(["git", "clone", "-q", str(folder), str(clone)], env=env, check=True)
+        cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", "run", "--mnist-folder",
+               str(folder / "mnist"), "--rows", row, "--commit", "--cpus", str(cpu)]  # fmt: skip
+        result = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
-    assert (folder / "cpus").read_text().split("\n") == [str(cpu), str(cpu), ""]  # dvc ran on that CPU alone
-    merged = git("merge", "-q", "other")
-    assert merged.returncode != 0  # the markdown, the picture and README.md conflict; the CSV files do not
-    conflicted = git("diff", "--name-only", "--diff-filter=U").stdout.split()
-    assert sorted(conflicted) == ["README.md", "metrics/results.md", "plots/results_curves.png"]
-    assert list(pd.read_csv(folder / "metrics/results.csv").natt) == [8, 8]
-    git("checkout", "--ours", "--", *conflicted)
-    assert sweep_cli(scratch, "table").returncode == 0
+        assert (clone / "cpus").read_text() == f"{cpu}\n"  # dvc ran on that CPU alone
+    gathered = sweep_cli(scratch, "gather", *map(str, clones))
+    assert gathered.returncode == 0 and "2 row(s) of code" in gathered.stdout, gathered.stderr
     results = pd.read_csv(folder / "metrics/results.csv")
-    assert list(zip(results.fc, results.natt)) == [(1, 8), (2, 8)]  # sweep.ORDER, whatever the merge's order
+    assert list(zip(results.fc, results.natt)) == [(1, 8), (2, 8)]  # sweep.ORDER, not the order gathered
     curves = pd.read_csv(folder / "metrics/results_curves.csv")
     assert list(curves.row) == ["fc1-natt8", "fc1-natt8", "fc2-natt8", "fc2-natt8"]
     assert "2 of 16 published rows" in (folder / "README.md").read_text()
-    twice = pd.concat([results, results.iloc[[1]]])
-    twice.to_csv(folder / "metrics/results.csv", index=False)
-    assert one_line(sweep_cli(scratch, "table"), "metrics/results.csv: row(s) 2/8 appear twice; keep one line")
+    (folder / "eval.py").write_text("# other code\n")  # the clones' rows are of other code now
+    again = sweep_cli(scratch, "gather", *map(str, clones))
+    assert again.returncode == 0 and "0 row(s) of code" in again.stdout
+    assert len(pd.read_csv(folder / "metrics/results.csv")) == 0
+    nowhere = sweep_cli(scratch, "gather", str(folder / "mnist"))
+    assert one_line(nowhere, "mnist: no metrics/results.csv there"), nowhere.stderr
+
+
+def test_a_row_twice_in_a_table_is_refused(scratch):
+    folder, _ = scratch
+    fc1, fc2 = PUBLISHED.itertuples(index=False)
+    table = sweep.merge(sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), record(fc1)), record(fc2))
+    (folder / "metrics").mkdir()
+    pd.concat([table, table.iloc[[1]]]).to_csv(folder / "metrics/results.csv", index=False)
+    pd.DataFrame(columns=["row", "epoch", "val_top1", "test_top1"]).to_csv(folder / "metrics/results_curves.csv")
+    assert one_line(sweep_cli(scratch, "table"), "metrics/results.csv: row(s) 2/8 appear twice")
 
 
 def test_a_row_run_with_other_params_is_not_tabulated(scratch):

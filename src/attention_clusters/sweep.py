@@ -213,12 +213,8 @@ def ordered(results, curves=None, where="metrics/results.csv"):
     """``results`` (DataFrame with :data:`COLUMNS`) with its rows in :data:`ORDER`; with ``curves``
     (DataFrame with columns ``row``, ``epoch``, ...) also the curves by row in that order, then epoch.
 
-    Two sweeps run side by side on branches of their own (docs/results.md, "Sweep") are merged
-    line by line (``merge=union`` in .gitattributes); this puts the merged lines back in order.
-
     Raises:
-        UserError: naming ``where``: a row is there twice (both sweeps ran it: delete one line)
-        or is not a published row.
+        UserError: naming ``where``: a row is there twice or is not a published row.
     """
     names = [f"{fc}/{natt}" for fc, natt in zip(results.fc, results.natt)]
     twice = sorted({n for n in names if names.count(n) > 1})
