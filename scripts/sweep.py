@@ -79,6 +79,12 @@ def load_tables(required=False):
     return load(RESULTS, sweep.COLUMNS, required), load(CURVES, CURVE_COLUMNS, required)
 
 
+def of_code(results, curves, version):
+    """The rows of ``results`` made by the code of ``version`` and the curves of those rows."""
+    results = results[results.code_version == version]
+    return results, curves[curves.row.isin([sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)])]
+
+
 def new_readme(results, with_best=True):
     """README.md's text with its results section made from ``results`` and metrics/best_recipe.json;
     None without README.md. Called before any work too, so a damaged README.md or best-recipe
@@ -205,8 +211,7 @@ def run(args):
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after a row
     version, cpu, ran = inputs.code_version("eval"), device.cpu()["model"], 0
-    results = results[results.code_version == version]  # rows of other code go
-    curves = curves[curves.row.isin([sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)])]
+    results, curves = of_code(results, curves, version)  # rows of other code go
     for row in rows.itertuples(index=False):
         row_name = sweep.name(row.fc, row.natt)
         if args.epochs:
@@ -260,7 +265,7 @@ def gather(args):
     version = inputs.code_version("eval")
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after reading the others
-    results = results[results.code_version == version]
+    results, curves = of_code(results, curves, version)
     taken = 0
     for checkout in args.checkouts:
         root = Path(checkout)
@@ -273,9 +278,7 @@ def gather(args):
             results = sweep.merge(results, record)
             curves = pd.concat([curves[curves.row != row_name], their_curves[their_curves.row == row_name]])
             taken += 1
-    names = [sweep.name(fc, natt) for fc, natt in zip(results.fc, results.natt)]
-    results, curves = sweep.ordered(results, curves[curves.row.isin(names)], str(RESULTS))
-    write(results, curves)
+    write(*sweep.ordered(results, curves, str(RESULTS)))
     return f"{taken} row(s) of code {version} taken; {len(results)} row(s) in {RESULTS.with_suffix('.md')}"
 
 
