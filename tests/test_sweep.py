@@ -325,7 +325,8 @@ def test_a_row_twice_in_a_table_is_refused(scratch):
     table = sweep.merge(sweep.merge(pd.DataFrame(columns=sweep.COLUMNS), record(fc1)), record(fc2))
     (folder / "metrics").mkdir()
     pd.concat([table, table.iloc[[1]]]).to_csv(folder / "metrics/results.csv", index=False)
-    pd.DataFrame(columns=["row", "epoch", "val_top1", "test_top1"]).to_csv(folder / "metrics/results_curves.csv")
+    curves = pd.DataFrame(columns=["row", "epoch", "val_top1", "test_top1"])
+    curves.to_csv(folder / "metrics/results_curves.csv", index=False)
     assert one_line(sweep_cli(scratch, "table"), "metrics/results.csv: row(s) 2/8 appear twice")
 
 

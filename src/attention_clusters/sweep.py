@@ -19,6 +19,7 @@ import csv
 import math
 
 import pandas as pd
+import yaml
 
 from .errors import UserError
 
@@ -106,8 +107,6 @@ def unapplied(argv, params):
     worktree of a repository shares: two runs at once in two worktrees of one repository can swap
     their params, so each row checks that it ran with its own.
     """
-    import yaml
-
     wrong = []
     for key, value in (a.split("=", 1) for flag, a in zip(argv, argv[1:]) if flag == "-S"):
         found = params
