@@ -263,6 +263,7 @@ def best(args):
 
 def gather(args):
     version = inputs.code_version("eval")
+    budgets = {(r.fc, r.natt): r.epochs for r in sweep.published_rows(args.published).itertuples()}
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after reading the others
     results, curves = of_code(results, curves, version)
@@ -275,6 +276,11 @@ def gather(args):
         their_curves = load(root / CURVES, CURVE_COLUMNS, required=True)
         for record in theirs[theirs.code_version == version].to_dict("records"):
             row_name = sweep.name(record["fc"], record["natt"])
+            published = budgets.get((record["fc"], record["natt"]))
+            if record["budget"] != published:
+                print(f"sweep: {row_name} of {checkout} ran {record['budget']} epochs at most, not the published "
+                      f"{published}: not taken", flush=True)  # fmt: skip
+                continue
             results = sweep.merge(results, record)
             curves = pd.concat([curves[curves.row != row_name], their_curves[their_curves.row == row_name]])
             taken += 1

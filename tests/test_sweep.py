@@ -293,21 +293,24 @@ def test_readme_shows_the_committed_results():
 
 def test_two_sweeps_in_two_clones_are_gathered_into_one_table(scratch):
     """Two clones each run rows of their own, pinned to a CPU each; `gather` takes both into the
-    table of a third checkout, rows in sweep.ORDER, and leaves out rows of other code."""
+    table of a third checkout, rows in sweep.ORDER, and leaves out rows of other code and a trial
+    row of a shorter budget (a third clone)."""
     folder, env = scratch
     cpu = max(os.sched_getaffinity(0))
-    clones = [folder.parent / "clone_a", folder.parent / "clone_b"]
-    for clone, row in zip(clones, ("2/8", "1/8")):
+    clones = [folder.parent / "clone_a", folder.parent / "clone_b", folder.parent / "trial"]
+    for clone, row, extra in zip(clones, ("2/8", "1/8", "2/8"), ([], [], ["--epochs", "1"])):
         subprocess.run(["git", "clone", "-q", str(folder), str(clone)], env=env, check=True)
         cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", "run", "--mnist-folder",
-               str(folder / "mnist"), "--rows", row, "--commit", "--cpus", str(cpu)]  # fmt: skip
+               str(folder / "mnist"), "--rows", row, "--commit", "--cpus", str(cpu), *extra]  # fmt: skip
         result = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert (clone / "cpus").read_text() == f"{cpu}\n"  # dvc ran on that CPU alone
     gathered = sweep_cli(scratch, "gather", *map(str, clones))
     assert gathered.returncode == 0 and "2 row(s) of code" in gathered.stdout, gathered.stderr
+    assert f"fc2-natt8 of {clones[2]} ran 1 epochs at most, not the published 200: not taken" in gathered.stdout
     results = pd.read_csv(folder / "metrics/results.csv")
     assert list(zip(results.fc, results.natt)) == [(1, 8), (2, 8)]  # sweep.ORDER, not the order gathered
+    assert list(results.budget) == [200, 200]
     curves = pd.read_csv(folder / "metrics/results_curves.csv")
     assert list(curves.row) == ["fc1-natt8", "fc1-natt8", "fc2-natt8", "fc2-natt8"]
     assert "2 of 16 published rows" in (folder / "README.md").read_text()
@@ -342,6 +345,9 @@ def test_unapplied_settings_are_named():
     assert sweep.unapplied(argv, {"lr": 1e-4, "report_test": True, "mnist": {"folder": "/m"}}) == []
     params = {"lr": 5e-4, "report_test": True, "mnist": {"source": "folder"}}
     assert sweep.unapplied(argv, params) == ["lr=0.0005, not 0.0001", "mnist.folder=None, not /m"]
+    exponent = ["-S", "weight_decay=1e-05", "-S", "lr=1e-4", "-S", "fc=1"]
+    assert sweep.unapplied(exponent, {"weight_decay": 1e-5, "lr": "1e-4", "fc": True}) == ["fc=True, not 1"]
+    assert sweep.unapplied(exponent, {"weight_decay": 1e-4, "lr": 1e-4, "fc": 1}) == ["weight_decay=0.0001, not 1e-05"]
 
 
 def test_cpus_must_be_usable(scratch):

@@ -112,9 +112,24 @@ def unapplied(argv, params):
         found = params
         for part in key.split("."):
             found = found.get(part) if isinstance(found, dict) else None
-        if found != yaml.safe_load(value):
+        if not _same_setting(found, value):
             wrong.append(f"{key}={found}, not {value}")
     return wrong
+
+
+def _same_setting(found, value):
+    """Whether params.yaml's ``found`` is the ``-S`` text ``value``: as YAML reads it, or as a number
+    (YAML 1.1 reads "1e-05" as text, while params.yaml may hold it as the float 1e-05); a bool
+    equals only a bool."""
+    expected = yaml.safe_load(value)
+    if isinstance(found, bool) or isinstance(expected, bool):
+        return found is expected
+    if found == expected:
+        return True
+    try:
+        return isinstance(found, (int, float)) and float(value) == found
+    except ValueError:
+        return False
 
 
 def experiment_argv(row, mnist_folder, patience):
