@@ -46,6 +46,7 @@ import argparse
 import importlib.util
 import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -226,6 +227,9 @@ def main():
     )
     parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if not (math.isfinite(args.seconds) and args.seconds > 0):
+        parser.error(f"--seconds {args.seconds}: expected a finite number > 0")
+    args.isa, args.figures = list(dict.fromkeys(args.isa)), list(dict.fromkeys(args.figures))  # each once
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.child:
         print(json.dumps(measure(*args.child, args.seconds)))

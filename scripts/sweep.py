@@ -1,9 +1,12 @@
 """Train the published table's rows at their own settings on full MNIST (docs/results.md, "Sweep").
 
     python scripts/sweep.py run --mnist-folder PATH [--rows 1/8 2/8] [--patience 20] [--epochs N] [--commit] [--cpus 0]
-    python scripts/sweep.py gather CHECKOUT [CHECKOUT ...]
+    python scripts/sweep.py gather CHECKOUT [CHECKOUT ...] [--patience 20]
     python scripts/sweep.py table
     python scripts/sweep.py best --mnist-folder PATH [--commit]
+
+(``--published CSV``, before the command, reads another published table than
+``reference/published_results.csv``.)
 
 ``run`` trains each row (all 16 without --rows, most informative first: ``sweep.ORDER``) with
 ``dvc exp run`` in this workspace, one after the other, each from the committed params.yaml plus
@@ -21,7 +24,8 @@ workspace is left with the last row's params and outputs: run it in a clone of i
 (DVC's autostage stages dvc.lock, so a plain ``git checkout dvc.lock`` would restore the staged one).
 ``--cpus`` pins the run to some of the CPUs, so that two sweeps in two clones, with disjoint
 ``--rows``, can share a machine (docs/results.md, "Sweep"); ``gather`` then takes the rows the
-clones have made with this checkout's code into this checkout's tables. ``table`` redraws the
+clones have made with this checkout's code, the published budget and the given patience into this
+checkout's tables, and refuses a row that two clones both made. ``table`` redraws the
 markdown table and the picture from the two CSV files.
 
 ``best`` runs our best recipe (``sweep.RECIPE``) with ``dvc exp run --force``, so every stage
@@ -30,6 +34,7 @@ validation, the wall-clock minutes of the whole pipeline, the host and the code 
 """
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -49,34 +54,48 @@ PICTURE = Path("plots/results_curves.png")
 BEST = Path("metrics/best_recipe.json")
 README = Path("README.md")
 LIVE = Path("dvclive/plots/metrics")
-CURVE_COLUMNS = ["row", "epoch", "val_top1", "test_top1"]
 
 
-def load(path, columns, required=False):
-    """The CSV at ``path`` (``code_version`` read as text), or an empty table with ``columns``
-    when it is absent and not ``required``.
+def load(path, kinds, required=False, root=None):
+    """The CSV at ``path`` with the columns of ``kinds`` (column -> kind, ``sweep.checked``)
+    converted to their values, or an empty table with those columns when it is absent and not
+    ``required``. ``root``: the checkout it belongs to when not this one (for the hint).
 
     Raises:
-        UserError: naming ``path``: required and absent, not a CSV file, or lacking a column.
+        UserError: naming ``path``: required and absent, not a CSV file, lacking a column, or a
+            cell not of its column's kind.
     """
     if not path.exists() and not required:
-        return pd.DataFrame(columns=columns)
-    hint = f"restore it: git checkout HEAD -- {path}"
+        return pd.DataFrame(columns=list(kinds))
+    hint = (
+        f"restore it: git -C {root} checkout HEAD -- {path.relative_to(root)}"
+        if root
+        else f"restore it: git checkout HEAD -- {path}"
+    )
     if not path.exists():
-        raise UserError(f"{path}: file not found (run scripts/sweep.py from the repository root; {hint})")
+        where = "" if root else "run scripts/sweep.py from the repository root; "
+        raise UserError(f"{path}: file not found ({where}{hint})")
     try:
         table = pd.read_csv(path, dtype={"code_version": str})
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]}); {hint}") from None
-    missing = [column for column in columns if column not in table.columns]
+    missing = [column for column in kinds if column not in table.columns]
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(missing)}; {hint}")
-    return table
+    return sweep.checked(table, kinds, path, f"; {hint}")
 
 
-def load_tables(required=False):
-    """The results table and the curves table as committed (empty when absent, unless ``required``)."""
-    return load(RESULTS, sweep.COLUMNS, required), load(CURVES, CURVE_COLUMNS, required)
+def load_tables(required=False, root=None):
+    """The results table and the curves table of this checkout (or the one at ``root``), checked and
+    in ``sweep.ORDER``; empty when absent, unless ``required``.
+
+    Raises:
+        UserError: naming the file: see :func:`load`; a row twice or not a published row.
+    """
+    results_path, curves_path = (RESULTS, CURVES) if root is None else (root / RESULTS, root / CURVES)
+    results = load(results_path, sweep.KINDS, required, root)
+    curves = load(curves_path, sweep.CURVE_KINDS, required, root)
+    return sweep.ordered(results, curves, where=str(results_path))
 
 
 def of_code(results, curves, version):
@@ -110,16 +129,42 @@ def curve_rows(row_name):
 
 def write(results, curves):
     """Write the results table (CSV and markdown), the curves CSV, their picture and README.md's
-    results section (when there is a README.md), the README's text made before any file is written."""
+    results section (when there is a README.md): all made first, then written all or none
+    (:func:`write_all`)."""
     readme = new_readme(results)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    results.to_csv(RESULTS, index=False)
-    RESULTS.with_suffix(".md").write_text(sweep.markdown(results))
-    curves.to_csv(CURVES, index=False)
-    PICTURE.parent.mkdir(parents=True, exist_ok=True)
-    sweep.plot_curves(curves, PICTURE)
+    files = {
+        RESULTS: results.to_csv(index=False).encode(),
+        RESULTS.with_suffix(".md"): sweep.markdown(results).encode(),
+        CURVES: curves.to_csv(index=False).encode(),
+        PICTURE: sweep.curves_png(curves),
+    }
     if readme is not None:
-        README.write_text(readme)
+        files[README] = readme.encode()
+    write_all(files)
+
+
+def write_all(files):
+    """Write ``files`` ({Path: bytes}) all or none: each to a temporary file beside it, then all
+    renamed into place.
+
+    Raises:
+        UserError: naming a path that cannot be written (a folder in its place, no space, ...);
+            no file is then changed.
+    """
+    temporaries = {}
+    try:
+        for path, data in files.items():
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in its place", str(path))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporaries[path] = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            temporaries[path].write_bytes(data)
+    except OSError as err:
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
+        raise UserError(f"{err.filename}: cannot write it ({err.strerror}); no file was changed") from None
+    for path, temporary in temporaries.items():
+        os.replace(temporary, path)
 
 
 def mnist_folder(args):
@@ -264,32 +309,36 @@ def best(args):
 def gather(args):
     version = inputs.code_version("eval")
     budgets = {(r.fc, r.natt): r.epochs for r in sweep.published_rows(args.published).itertuples()}
+    if args.patience < 1:
+        raise UserError(f"--patience {args.patience}: expected an integer >= 1")
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after reading the others
     results, curves = of_code(results, curves, version)
-    taken = 0
-    for checkout in args.checkouts:
-        root = Path(checkout)
-        if not (root / RESULTS).is_file():
+    taken = {}  # row name -> the checkout it came from
+    for checkout in dict.fromkeys(Path(c).resolve() for c in args.checkouts):
+        if not (checkout / RESULTS).is_file():
             raise UserError(f"{checkout}: no {RESULTS} there (expected a checkout where scripts/sweep.py run ran)")
-        theirs = load(root / RESULTS, sweep.COLUMNS, required=True)
-        their_curves = load(root / CURVES, CURVE_COLUMNS, required=True)
+        theirs, their_curves = load_tables(required=True, root=checkout)
         for record in theirs[theirs.code_version == version].to_dict("records"):
             row_name = sweep.name(record["fc"], record["natt"])
-            published = budgets.get((record["fc"], record["natt"]))
-            if record["budget"] != published:
-                print(f"sweep: {row_name} of {checkout} ran {record['budget']} epochs at most, not the published "
-                      f"{published}: not taken", flush=True)  # fmt: skip
+            wanted = (budgets[record["fc"], record["natt"]], args.patience)
+            if (record["budget"], record["patience"]) != wanted:
+                print(f"sweep: {row_name} of {checkout} ran with budget {record['budget']} and patience "
+                      f"{record['patience']}, not {wanted[0]} and {wanted[1]}: not taken", flush=True)  # fmt: skip
                 continue
+            if row_name in taken:
+                raise UserError(
+                    f"{row_name}: in both {taken[row_name]} and {checkout}; gather each row from one checkout"
+                )
+            taken[row_name] = checkout
             results = sweep.merge(results, record)
             curves = pd.concat([curves[curves.row != row_name], their_curves[their_curves.row == row_name]])
-            taken += 1
     write(*sweep.ordered(results, curves, str(RESULTS)))
-    return f"{taken} row(s) of code {version} taken; {len(results)} row(s) in {RESULTS.with_suffix('.md')}"
+    return f"{len(taken)} row(s) of code {version} taken; {len(results)} row(s) in {RESULTS.with_suffix('.md')}"
 
 
 def table(args):
-    results, curves = sweep.ordered(*load_tables(required=True), where=str(RESULTS))
+    results, curves = load_tables(required=True)
     write(results, curves)
     return f"{len(results)} row(s): {RESULTS.with_suffix('.md')}, {PICTURE}"
 
@@ -307,6 +356,7 @@ def main(argv=None):
     r.add_argument("--cpus", type=int, nargs="+", help="run on these CPU ids alone, e.g. 0 (default: all)")
     g = commands.add_parser("gather", help="take the rows other checkouts made with this code into this table")
     g.add_argument("checkouts", nargs="+", help="checkouts (clones) where scripts/sweep.py run ran")
+    g.add_argument("--patience", type=int, default=20, help="take only rows run with this patience")
     commands.add_parser("table", help="redraw metrics/results.md and plots/results_curves.png")
     b = commands.add_parser("best", help="run our best recipe, every stage, and write metrics/best_recipe.json")
     b.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")

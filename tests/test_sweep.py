@@ -224,6 +224,26 @@ def test_damaged_tables_and_readme_stop_with_one_line_and_change_nothing(scratch
         ("metrics/results.csv", 'fc,"natt\n', "metrics/results.csv: not a valid CSV file"),
         ("metrics/results.csv", columns + "\n", "metrics/results.csv: missing column(s) host"),
         ("metrics/results_curves.csv", "a,b\n", "metrics/results_curves.csv: missing column(s) row, epoch"),
+        (
+            "metrics/results.csv",
+            good["metrics/results.csv"].replace(",80.5,", ",abc,"),
+            "results.csv: line 2, column published_ascend: expected a number in 0..100, got 'abc'; restore it: git",
+        ),
+        (
+            "metrics/results.csv",
+            good["metrics/results.csv"].replace("\n1,8,", "\n3,8,"),
+            "results.csv: line 2, column fc: expected 1 or 2, got 3",
+        ),
+        (
+            "metrics/results.csv",
+            good["metrics/results.csv"].replace("\n1,8,", "\n1,3,"),
+            "results.csv: row(s) 1/3 are not among the 16 published rows (1/8 2/8 1/1",
+        ),
+        (
+            "metrics/results_curves.csv",
+            good["metrics/results_curves.csv"].replace(",10.0,", ",ten,", 1),
+            "results_curves.csv: line 2, column val_top1: expected a number in 0..100, got 'ten'",
+        ),
         ("metrics/best_recipe.json", "{bad", "metrics/best_recipe.json: not valid JSON"),
         ("metrics/best_recipe.json", "[]", "metrics/best_recipe.json: expected a JSON object with settings"),
         ("metrics/best_recipe.json", '{"settings": {}, "top1": "92"}', "best_recipe.json: expected a JSON object"),
@@ -236,13 +256,45 @@ def test_damaged_tables_and_readme_stop_with_one_line_and_change_nothing(scratch
         assert one_line(result, error), (name, text, result.stderr)
         (folder / name).write_text(good[name])
         assert {n: (folder / n).read_text() for n in names} == good, (name, text)  # nothing half-written
+    (folder / "plots/results_curves.png").unlink()
+    (folder / "plots/results_curves.png").mkdir()  # cannot be written: the others are left as they were
+    blocked = sweep_cli(scratch, "table")
+    assert one_line(blocked, "results_curves.png: cannot write it (a folder is in its place); no file was changed")
+    assert {n: (folder / n).read_text() for n in names} == good and not list(folder.glob("metrics/.*tmp*"))
+    (folder / "plots/results_curves.png").rmdir()
     (folder / "README.md").write_text(broken_readme)
     run = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8")
     assert one_line(run, "README.md: expected the results section once") and "fc2" not in (folder / "log").read_text()
+    (folder / "README.md").write_text(good["README.md"])
+    (folder / "metrics/results.csv").write_text(good["metrics/results.csv"].replace(",80.5,", ",abc,"))
+    run = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8")
+    assert one_line(run, "column published_ascend: expected a number") and "fc2" not in (folder / "log").read_text()
     (folder / "metrics/results.csv").unlink()  # e.g. run from another folder: no empty table written
     missing = sweep_cli(scratch, "table")
     assert one_line(missing, "metrics/results.csv: file not found (run scripts/sweep.py from the repository root")
     assert not (folder / "metrics/results.csv").exists()
+
+
+def test_a_damaged_published_table_stops_before_any_row(scratch):
+    folder, _ = scratch
+    good = (folder / "pub.csv").read_text()  # 1/8 then 2/8
+    cases = [
+        (good.replace(",81.6", ",unknown"), "bad.csv: line 3, column gpu_top1_pct: expected a number in 0..100"),
+        (good.replace(",200,", ",0,", 1), "bad.csv: line 2, column epochs: expected an integer >= 1, got 0"),
+        (good.replace(",200,", ",200.5,", 1), "bad.csv: line 2, column epochs: expected an integer >= 1, got 200.5"),
+        (good.replace("\n1,8,", "\n3,8,"), "bad.csv: line 2, column fc: expected 1 or 2, got 3"),
+        (good + good.splitlines()[2] + "\n", "bad.csv: row(s) 2/8 appear twice"),
+        (good.replace("\n1,8,", "\n1,3,"), "bad.csv: row(s) 1/3 are not among the 16 published rows"),
+    ]
+    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "bad.csv", "run", "--mnist-folder", "mnist"]
+    for text, error in cases:
+        (folder / "bad.csv").write_text(text)
+        result = subprocess.run(cmd, cwd=folder, env=scratch[1], capture_output=True, text=True)
+        assert one_line(result, error), (text, result.stderr)
+        assert not (folder / "log").exists() and not (folder / "metrics").exists()
+    (folder / "bad.csv").write_text(good.replace("\n2,8,", "\n2.0,8,"))  # a whole number written as a float
+    assert subprocess.run(cmd, cwd=folder, env=scratch[1], capture_output=True).returncode == 0
+    assert (folder / "log").read_text().split() == ["fc1-natt8", "fc2-natt8"]
 
 
 def test_readme_markers_must_be_there_once_and_in_order():
@@ -297,23 +349,29 @@ def test_two_sweeps_in_two_clones_are_gathered_into_one_table(scratch):
     row of a shorter budget (a third clone)."""
     folder, env = scratch
     cpu = max(os.sched_getaffinity(0))
-    clones = [folder.parent / "clone_a", folder.parent / "clone_b", folder.parent / "trial"]
-    for clone, row, extra in zip(clones, ("2/8", "1/8", "2/8"), ([], [], ["--epochs", "1"])):
+    clones = [folder.parent / "clone_a", folder.parent / "clone_b", folder.parent / "trial", folder.parent / "again"]
+    for clone, row, extra in zip(clones, ("2/8", "1/8", "2/8", "1/8"), ([], [], ["--epochs", "1"], [])):
         subprocess.run(["git", "clone", "-q", str(folder), str(clone)], env=env, check=True)
         cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", "run", "--mnist-folder",
                str(folder / "mnist"), "--rows", row, "--commit", "--cpus", str(cpu), *extra]  # fmt: skip
         result = subprocess.run(cmd, cwd=clone, env=env, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         assert (clone / "cpus").read_text() == f"{cpu}\n"  # dvc ran on that CPU alone
-    gathered = sweep_cli(scratch, "gather", *map(str, clones))
+    conflict = sweep_cli(scratch, "gather", *map(str, clones))
+    assert one_line(conflict, f"fc1-natt8: in both {clones[1]} and {clones[3]}; gather each row from one checkout")
+    assert not (folder / "metrics").exists()
+    gathered = sweep_cli(scratch, "gather", *map(str, clones[:3]), str(clones[1]))  # twice: counted once
     assert gathered.returncode == 0 and "2 row(s) of code" in gathered.stdout, gathered.stderr
-    assert f"fc2-natt8 of {clones[2]} ran 1 epochs at most, not the published 200: not taken" in gathered.stdout
+    trial = f"fc2-natt8 of {clones[2]} ran with budget 1 and patience 20, not 200 and 20: not taken"
+    assert trial in gathered.stdout
     results = pd.read_csv(folder / "metrics/results.csv")
     assert list(zip(results.fc, results.natt)) == [(1, 8), (2, 8)]  # sweep.ORDER, not the order gathered
     assert list(results.budget) == [200, 200]
     curves = pd.read_csv(folder / "metrics/results_curves.csv")
     assert list(curves.row) == ["fc1-natt8", "fc1-natt8", "fc2-natt8", "fc2-natt8"]
     assert "2 of 16 published rows" in (folder / "README.md").read_text()
+    other_patience = sweep_cli(scratch, "gather", str(clones[0]), "--patience", "5")
+    assert "fc2-natt8 of" in other_patience.stdout and "0 row(s) of code" in other_patience.stdout
     (folder / "eval.py").write_text("# other code\n")  # the clones' rows are of other code now
     again = sweep_cli(scratch, "gather", *map(str, clones))
     assert again.returncode == 0 and "0 row(s) of code" in again.stdout

@@ -16,6 +16,7 @@ rows from the cheapest up.
 """
 
 import csv
+import io
 import math
 
 import pandas as pd
@@ -46,6 +47,32 @@ COLUMNS = [
     "ours_best_on_test", "best_epoch", "best_test_epoch", "budget", "patience", "epochs_run", "stopped_early",
     "train_minutes", "full_mnist", "host", "code_version",
 ]  # fmt: skip
+# What each column of the tables holds, checked when a table is read (:func:`checked`): "count"
+# an integer >= 1, "epoch" an integer >= 0, "number" a finite number >= 0, "percent" one in 0..100
+# ("percent?" may be blank), "bool" True or False, "text" anything.
+PUBLISHED_KINDS = {
+    "fc": "fc", "natt": "count", "epochs": "count", "lr": "number", "weight_decay": "number",
+    "ascend_top1_pct": "percent", "gpu_top1_pct": "percent",
+}  # fmt: skip
+KINDS = {
+    "fc": "fc", "natt": "count", "lr": "number", "weight_decay": "number", "published_ascend": "percent",
+    "published_gpu": "percent", "ours_val_selected": "percent", "ours_best_on_test": "percent",
+    "best_epoch": "epoch", "best_test_epoch": "epoch", "budget": "count", "patience": "count",
+    "epochs_run": "count", "stopped_early": "bool", "train_minutes": "number", "full_mnist": "bool",
+    "host": "text", "code_version": "text",
+}  # fmt: skip
+CURVE_KINDS = {"row": "text", "epoch": "count", "val_top1": "percent", "test_top1": "percent?"}
+_DTYPES = {"fc": "int64", "count": "int64", "epoch": "int64", "bool": "bool", "text": "object"}
+_EXPECTED = {
+    "fc": "1 or 2",
+    "count": "an integer >= 1",
+    "epoch": "an integer >= 0",
+    "number": "a number >= 0",
+    "percent": "a number in 0..100",
+    "percent?": "a number in 0..100 or nothing",
+    "bool": "True or False",
+    "text": "text",
+}
 
 
 def published_rows(path=PUBLISHED):
@@ -63,6 +90,49 @@ def published_rows(path=PUBLISHED):
     missing = PUBLISHED_COLUMNS - set(table.columns)
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    table = checked(table, PUBLISHED_KINDS, path)
+    ordered(table, where=path)  # each of the 16 rows at most once
+    return table
+
+
+def _cell(value, kind):
+    """``value`` (a cell as pandas read it) as the Python value of ``kind`` (:data:`_EXPECTED`), or
+    None when it is not one."""
+    if kind == "text":
+        return None if isinstance(value, float) and math.isnan(value) else str(value)
+    if kind == "bool":
+        text = str(value).strip().lower()
+        return {"true": True, "false": False}.get(text)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    if kind == "percent?" and math.isnan(number):
+        return number
+    if not math.isfinite(number) or number < 0 or (kind.startswith("percent") and number > 100):
+        return None
+    if kind in ("fc", "count", "epoch"):
+        if number != int(number) or (kind == "fc" and number not in (1, 2)) or (kind == "count" and number < 1):
+            return None
+        return int(number)
+    return number
+
+
+def checked(table, kinds, where, hint=""):
+    """``table`` with each column of ``kinds`` (column -> kind, :data:`_EXPECTED`) converted to its
+    Python values (int, float, bool, str).
+
+    Raises:
+        UserError: naming ``where``, the line and the column of the first cell that is not of its
+            kind, then ``hint``.
+    """
+    table = table.copy()
+    for column, kind in kinds.items():
+        values = [_cell(v, kind) for v in table[column]]
+        for line, (raw, value) in enumerate(zip(table[column], values), start=2):
+            if value is None:
+                raise UserError(f"{where}: line {line}, column {column}: expected {_EXPECTED[kind]}, got {raw!r}{hint}")
+        table[column] = pd.Series(values, index=table.index, dtype=_DTYPES.get(kind, "float64"))
     return table
 
 
@@ -236,7 +306,7 @@ def ordered(results, curves=None, where="metrics/results.csv"):
         raise UserError(f"{where}: row(s) {', '.join(twice)} appear twice; keep one line of each")
     unknown = [n for n in names if n not in ORDER]
     if unknown:
-        raise UserError(f"{where}: row(s) {', '.join(unknown)} are not published rows")
+        raise UserError(f"{where}: row(s) {', '.join(unknown)} are not among the 16 published rows ({' '.join(ORDER)})")
     results = results.iloc[sorted(range(len(names)), key=lambda i: ORDER.index(names[i]))].reset_index(drop=True)
     if curves is None:
         return results
@@ -341,8 +411,8 @@ def check_recipe(best, where="metrics/best_recipe.json"):
     return best
 
 
-def plot_curves(curves, path):
-    """Val top-1 (%) by epoch, one line per row, as a PNG at ``path``.
+def curves_png(curves):
+    """Val top-1 (%) by epoch, one line per row: PNG bytes.
 
     Args:
         curves: DataFrame with columns ``row``, ``epoch``, ``val_top1``.
@@ -357,7 +427,10 @@ def plot_curves(curves, path):
         ax.plot(curve.epoch, curve.val_top1, label=row, linewidth=1.2)
     ax.set(xlabel="epoch", ylabel="val top-1 (%)", title="Published rows on full MNIST: validation top-1 by epoch")
     ax.grid(alpha=0.3)
-    ax.legend(ncol=2, fontsize=8)
+    if len(curves):
+        ax.legend(ncol=2, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
+    return png.getvalue()
