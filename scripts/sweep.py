@@ -34,7 +34,6 @@ validation, the wall-clock minutes of the whole pipeline, the host and the code 
 """
 
 import argparse
-import errno
 import os
 import subprocess
 import sys
@@ -53,6 +52,7 @@ CURVES = Path("metrics/results_curves.csv")
 PICTURE = Path("plots/results_curves.png")
 BEST = Path("metrics/best_recipe.json")
 README = Path("README.md")
+OUTPUTS = [RESULTS, RESULTS.with_suffix(".md"), CURVES, PICTURE, README]  # what each command (re)writes
 LIVE = Path("dvclive/plots/metrics")
 
 
@@ -143,19 +143,33 @@ def write(results, curves):
     write_all(files)
 
 
+def check_writable(paths):
+    """Stop before any work when one of ``paths`` could not be written: a folder in its place, or
+    a file where a folder above it should be.
+
+    Raises:
+        UserError: naming the path; no file is changed.
+    """
+    for path in paths:
+        above = next(p for p in path.parents if p.exists())  # "." or "/" at the latest
+        if path.is_dir() or (above.exists() and not above.is_dir()):
+            blocked = path if path.is_dir() else above
+            raise UserError(f"{blocked}: cannot write {path} there (a {'folder' if path.is_dir() else 'file'} is in "
+                            "its place); no file was changed")  # fmt: skip
+
+
 def write_all(files):
     """Write ``files`` ({Path: bytes}) all or none: each to a temporary file beside it, then all
     renamed into place.
 
     Raises:
-        UserError: naming a path that cannot be written (a folder in its place, no space, ...);
-            no file is then changed.
+        UserError: naming a path that cannot be written (:func:`check_writable`, no space, no
+            permission); no file is then changed.
     """
+    check_writable(files)
     temporaries = {}
     try:
         for path, data in files.items():
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder is in its place", str(path))
             path.parent.mkdir(parents=True, exist_ok=True)
             temporaries[path] = path.with_name(f".{path.name}.tmp-{os.getpid()}")
             temporaries[path].write_bytes(data)
@@ -255,6 +269,7 @@ def run(args):
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after a row
+    check_writable(OUTPUTS)
     version, cpu, ran = inputs.code_version("eval"), device.cpu()["model"], 0
     results, curves = of_code(results, curves, version)  # rows of other code go
     for row in rows.itertuples(index=False):
@@ -287,6 +302,7 @@ def best(args):
     argv = sweep.recipe_argv(mnist_folder(args))
     results, curves = load_tables()
     new_readme(results, with_best=False)  # a damaged README.md stops here, not after the pipeline
+    check_writable([*OUTPUTS, BEST])
     print(f"sweep: {sweep.RECIPE_NAME}: {' '.join(argv)}", flush=True)
     start = time.perf_counter()
     metrics = experiment(sweep.RECIPE_NAME, argv, inputs.code_version("eval"))

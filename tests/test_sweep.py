@@ -259,9 +259,15 @@ def test_damaged_tables_and_readme_stop_with_one_line_and_change_nothing(scratch
     (folder / "plots/results_curves.png").unlink()
     (folder / "plots/results_curves.png").mkdir()  # cannot be written: the others are left as they were
     blocked = sweep_cli(scratch, "table")
-    assert one_line(blocked, "results_curves.png: cannot write it (a folder is in its place); no file was changed")
+    assert one_line(blocked, "results_curves.png there (a folder is in its place); no file was changed")
     assert {n: (folder / n).read_text() for n in names} == good and not list(folder.glob("metrics/.*tmp*"))
     (folder / "plots/results_curves.png").rmdir()
+    (folder / "plots").rmdir()
+    (folder / "plots").write_text("")  # a file where the picture's folder goes: refused before the pipeline runs
+    blocked = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist"))
+    assert one_line(blocked, "plots: cannot write plots/results_curves.png there (a file is in its place)")
+    assert (folder / "log").read_text().split() == ["fc1-natt8", "best", "forced"]  # only the best run above
+    (folder / "plots").unlink()
     (folder / "README.md").write_text(broken_readme)
     run = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "mnist"), "--rows", "2/8")
     assert one_line(run, "README.md: expected the results section once") and "fc2" not in (folder / "log").read_text()
