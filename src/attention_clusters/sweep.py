@@ -25,7 +25,6 @@ import yaml
 from .errors import UserError
 
 PUBLISHED = "reference/published_results.csv"
-PUBLISHED_COLUMNS = {"fc", "natt", "epochs", "lr", "weight_decay", "ascend_top1_pct", "gpu_top1_pct"}
 ORDER = (
     "1/8", "2/8", "1/1", "2/1", "1/2", "2/2", "1/4", "2/4",
     "1/16", "2/16", "1/32", "2/32", "1/64", "2/64", "1/128", "2/128",
@@ -76,10 +75,12 @@ _EXPECTED = {
 
 
 def published_rows(path=PUBLISHED):
-    """The published table: DataFrame with the columns of :data:`PUBLISHED_COLUMNS`, one row per fc/natt.
+    """The published table: DataFrame with the columns of :data:`PUBLISHED_KINDS`, one row per fc/natt,
+    each cell of the kind :data:`PUBLISHED_KINDS` gives it (fc and natt int, lr float, ...).
 
     Raises:
-        UserError: the file is missing, not a CSV file, or lacks a column.
+        UserError: naming ``path``: missing, not a CSV file, lacking a column, a cell not of its
+            column's kind, or a row twice or not among the 16 of :data:`ORDER`.
     """
     try:
         table = pd.read_csv(path)
@@ -87,7 +88,7 @@ def published_rows(path=PUBLISHED):
         raise UserError(f"{path}: published table not found") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
         raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]})") from None
-    missing = PUBLISHED_COLUMNS - set(table.columns)
+    missing = set(PUBLISHED_KINDS) - set(table.columns)
     if missing:
         raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
     table = checked(table, PUBLISHED_KINDS, path)
