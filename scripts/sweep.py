@@ -152,7 +152,7 @@ def check_writable(paths):
     """
     for path in paths:
         above = next(p for p in path.parents if p.exists())  # "." or "/" at the latest
-        if path.is_dir() or (above.exists() and not above.is_dir()):
+        if path.is_dir() or not above.is_dir():
             blocked = path if path.is_dir() else above
             raise UserError(f"{blocked}: cannot write {path} there (a {'folder' if path.is_dir() else 'file'} is in "
                             "its place); no file was changed")  # fmt: skip
@@ -160,7 +160,8 @@ def check_writable(paths):
 
 def write_all(files):
     """Write ``files`` ({Path: bytes}) all or none: each to a temporary file beside it, then all
-    renamed into place.
+    renamed into place. (Not ``storage.atomic_path`` nested: on leaving, each removes every
+    temporary of its file's stem, so results.md's would take results.csv's with it.)
 
     Raises:
         UserError: naming a path that cannot be written (:func:`check_writable`, no space, no
@@ -179,6 +180,12 @@ def write_all(files):
         raise UserError(f"{err.filename}: cannot write it ({err.strerror}); no file was changed") from None
     for path, temporary in temporaries.items():
         os.replace(temporary, path)
+
+
+def at_least_one(option, value):
+    """Stop with one line unless ``value`` of ``option`` is None or an integer >= 1."""
+    if value is not None and value < 1:
+        raise UserError(f"{option} {value}: expected an integer >= 1")
 
 
 def mnist_folder(args):
@@ -262,10 +269,8 @@ def run(args):
     folder = mnist_folder(args)
     if args.cpus:
         pin(args.cpus)
-    if args.patience < 1:
-        raise UserError(f"--patience {args.patience}: expected an integer >= 1")
-    if args.epochs is not None and args.epochs < 1:
-        raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
+    at_least_one("--patience", args.patience)
+    at_least_one("--epochs", args.epochs)
     rows = sweep.select(sweep.published_rows(args.published), args.rows)
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after a row
@@ -325,8 +330,7 @@ def best(args):
 def gather(args):
     version = inputs.code_version("eval")
     budgets = {(r.fc, r.natt): r.epochs for r in sweep.published_rows(args.published).itertuples()}
-    if args.patience < 1:
-        raise UserError(f"--patience {args.patience}: expected an integer >= 1")
+    at_least_one("--patience", args.patience)
     results, curves = load_tables()
     new_readme(results)  # a damaged README.md or best-recipe record stops here, not after reading the others
     results, curves = of_code(results, curves, version)
