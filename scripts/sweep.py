@@ -75,14 +75,7 @@ def load(path, kinds, required=False, root=None):
     if not path.exists():
         where = "" if root else "run scripts/sweep.py from the repository root; "
         raise UserError(f"{path}: file not found ({where}{hint})")
-    try:
-        table = pd.read_csv(path, dtype={"code_version": str})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]}); {hint}") from None
-    missing = [column for column in kinds if column not in table.columns]
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(missing)}; {hint}")
-    return sweep.checked(table, kinds, path, f"; {hint}")
+    return sweep.read_table(path, kinds, hint)
 
 
 def load_tables(required=False, root=None):

@@ -79,21 +79,35 @@ def published_rows(path=PUBLISHED):
     each cell of the kind :data:`PUBLISHED_KINDS` gives it (fc and natt int, lr float, ...).
 
     Raises:
-        UserError: naming ``path``: missing, not a CSV file, lacking a column, a cell not of its
-            column's kind, or a row twice or not among the 16 of :data:`ORDER`.
+        UserError: naming ``path``: see :func:`read_table`; a row twice or not among the 16 of
+            :data:`ORDER`.
     """
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise UserError(f"{path}: published table not found") from None
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]})") from None
-    missing = set(PUBLISHED_KINDS) - set(table.columns)
-    if missing:
-        raise UserError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
-    table = checked(table, PUBLISHED_KINDS, path)
+    table = read_table(path, PUBLISHED_KINDS)
     ordered(table, where=path)  # each of the 16 rows at most once
     return table
+
+
+def read_table(path, kinds, hint=""):
+    """The CSV at ``path`` with each column of ``kinds`` (column -> kind, :data:`_EXPECTED`) checked
+    and converted cell by cell (:func:`checked`); other columns as pandas reads them.
+
+    ``hint``: what to do about a damaged file (e.g. how to restore it), added to every error.
+
+    Raises:
+        UserError: naming ``path``: missing, not a CSV file, lacking a column of ``kinds``, or a
+            cell not of its column's kind.
+    """
+    suffix = f"; {hint}" if hint else ""
+    try:
+        table = pd.read_csv(path, dtype={"code_version": str})
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found{f' ({hint})' if hint else ''}") from None
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise UserError(f"{path}: not a valid CSV file ({str(err).splitlines()[0]}){suffix}") from None
+    missing = [column for column in kinds if column not in table.columns]
+    if missing:
+        raise UserError(f"{path}: missing column(s) {', '.join(missing)}{suffix}")
+    return checked(table, kinds, path, suffix)
 
 
 def _cell(value, kind):
