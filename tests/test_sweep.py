@@ -349,6 +349,12 @@ def test_readme_shows_the_committed_results():
     assert block in (ROOT / "README.md").read_text()
 
 
+def test_readme_block_says_whether_the_table_is_complete():
+    table = sweep.read_table(ROOT / "metrics/results.csv", sweep.KINDS)
+    assert len(table) == 16 and "\nAll 16 published rows (`metrics/results.md`" in sweep.readme_block(table)
+    assert "\n15 of 16 published rows so far (" in sweep.readme_block(table.iloc[:15])
+
+
 def test_two_sweeps_in_two_clones_are_gathered_into_one_table(scratch):
     """Two clones each run rows of their own, pinned to a CPU each; `gather` takes both into the
     table of a third checkout, rows in sweep.ORDER, and leaves out rows of other code and a trial
