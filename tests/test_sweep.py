@@ -337,7 +337,10 @@ def test_best_recipe_reruns_every_stage_and_records_the_pipeline(scratch):
     assert record["best_val_top1"] == 20.0 + natt and 0 <= record["pipeline_minutes"] < 5
     log = subprocess.run(["git", "log", "--format=%s"], cwd=folder, capture_output=True, text=True).stdout
     assert log.startswith(f"best recipe: test top-1 {18.0 + natt:.2f} % in ")
-    assert "Our best recipe (`metrics/best_recipe.json`, `-S feature.epochs=" in (folder / "README.md").read_text()
+    assert (
+        "Our best recipe (`metrics/best_recipe.json`, `-S flash.train_per_label=200 -S feature.epochs="
+        in (folder / "README.md").read_text()
+    )
     assert "README.md" in subprocess.run(["git", "show", "--stat"], cwd=folder, capture_output=True, text=True).stdout
 
 
