@@ -100,7 +100,7 @@ def read_table(path, kinds, hint=""):
     """
     suffix = f"; {hint}" if hint else ""
     try:
-        table = pd.read_csv(path, dtype={"code_version": str})
+        table = pd.read_csv(path, dtype={column: str for column, kind in kinds.items() if kind == "text"})
     except FileNotFoundError:
         raise UserError(f"{path}: file not found{f' ({hint})' if hint else ''}") from None
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
@@ -372,7 +372,11 @@ def readme_block(results, best=None):
     )
     lines = [
         README_START,
-        ("All 16 published rows" if len(results) == len(ORDER) else f"{len(results)} of 16 published rows so far")
+        (
+            f"All {len(ORDER)} published rows"
+            if len(results) == len(ORDER)
+            else f"{len(results)} of {len(ORDER)} published rows so far"
+        )
         + " (`metrics/results.md`, full MNIST, test top-1 %):",
         "",
         markdown(short).rstrip("\n"),
