@@ -36,6 +36,21 @@ def test_exports_match_checkpoint(checkpoint):
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5, err_msg=file_format)
 
 
+def test_mindir_bytes_depend_on_the_network_alone(checkpoint):
+    from mindspore.train import mind_ir_pb2
+
+    net, _ = trained_model.load_model(checkpoint)
+    first, second = checkpoint.with_name("first.mindir"), checkpoint.with_name("second.mindir")
+    for path in (first, second):
+        export.export(net, 16, 25, 50, path, "MINDIR")
+    assert first.read_bytes() == second.read_bytes()
+    model = mind_ir_pb2.ModelProto()
+    model.ParseFromString(first.read_bytes())
+    assert [a.s for a in model.graph.attribute if a.name == "compile_phase"] == [b"export.mindir"]
+    names = [primitive.name for primitive in model.primitives]
+    assert len(names) > 5 and names == sorted(names)
+
+
 def test_onnx_uses_no_mindspore_at_run_time(checkpoint):
     import onnx
 

@@ -14,10 +14,12 @@ from .storage import atomic_path
 
 FORMATS = {"MINDIR": ".mindir", "ONNX": ".onnx"}
 REMAKE = "re-export it: dvc repro -s export_mindir"
+PHASE = b"export.mindir"  # MindSpore's phase name for a MINDIR export
 
 
 def export(net, batch_size, length, feature_dim, path, file_format):
     """Export ``net`` (eval mode) for float32 input (batch_size, length, feature_dim) atomically.
+    The same network and shape give the same bytes on every call (see :func:`_canonical_mindir`).
 
     Args:
         path: destination whose suffix matches the format (.mindir or .onnx).
@@ -30,6 +32,27 @@ def export(net, batch_size, length, feature_dim, path, file_format):
             ms.onnx.export(net, example, file_name=str(tmp))
         else:
             ms.export(net, example, file_name=str(tmp), file_format=file_format)
+            _canonical_mindir(Path(tmp))
+
+
+def _canonical_mindir(path):
+    """Rewrite the MINDIR at ``path`` so that its bytes depend on the network alone.
+
+    MindSpore 2.10 writes two things that change from call to call: the graph's
+    ``compile_phase`` attribute, the phase name with the compile time in ns and the network's
+    ``id()`` appended (set here to the phase name alone, ``export.mindir``; a record of the
+    compile, not read when the model is loaded or run), and the list of primitives in an order
+    that varies between processes (sorted here by name; nodes refer to them by name).
+    """
+    model = mind_ir_pb2.ModelProto()
+    model.ParseFromString(path.read_bytes())
+    for attribute in model.graph.attribute:
+        if attribute.name == "compile_phase":
+            attribute.s = PHASE
+    primitives = sorted(model.primitives, key=lambda primitive: primitive.name)
+    del model.primitives[:]
+    model.primitives.extend(primitives)
+    path.write_bytes(model.SerializeToString(deterministic=True))
 
 
 class _Runner:
