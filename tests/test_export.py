@@ -3,6 +3,7 @@
 import mindspore as ms
 import numpy as np
 import pytest
+from mindspore.train import mind_ir_pb2
 
 from attention_clusters import checkpoints, device, export, inference, trained_model
 from attention_clusters.errors import UserError
@@ -37,8 +38,6 @@ def test_exports_match_checkpoint(checkpoint):
 
 
 def test_mindir_bytes_depend_on_the_network_alone(checkpoint):
-    from mindspore.train import mind_ir_pb2
-
     net, _ = trained_model.load_model(checkpoint)
     first, second = checkpoint.with_name("first.mindir"), checkpoint.with_name("second.mindir")
     for path in (first, second):

@@ -49,9 +49,7 @@ def _canonical_mindir(path):
     for attribute in model.graph.attribute:
         if attribute.name == "compile_phase":
             attribute.s = PHASE
-    primitives = sorted(model.primitives, key=lambda primitive: primitive.name)
-    del model.primitives[:]
-    model.primitives.extend(primitives)
+    model.primitives.sort(key=lambda primitive: primitive.name)
     path.write_bytes(model.SerializeToString(deterministic=True))
 
 
