@@ -12,7 +12,10 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
    and fc=2 natt=128: ours is the train stage's own epoch loop (``training.Trainer.train_epoch``:
    host-side batches and dropout masks, the loss read back every step) with its fused CPU
    kernels (``fused_ops``), against the same loop on MindSpore's own kernels (column
-   "MindSpore kernels") and the per-unit Python loop of the reference code on one resident batch.
+   "MindSpore kernels"), the same steps on inputs made into Tensors before timing (column
+   "step alone": what is left when the host's work, the batch gather, dropout mask and input
+   Tensors, is off the critical path; "host share" is the part of ours it saves) and the
+   per-unit Python loop of the reference code on one resident batch.
 2. Frame extractor training frames/s (batch 64) and extraction frames/s (64 videos = 1,600
    uint8 frames a pass, the feature stage's loop): ours, under the feature stage's oneDNN cap
    (AVX2 unless the ISA setting sets one: phase convolutions where oneDNN runs AVX2, banded
@@ -59,7 +62,8 @@ BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
 AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
-IMPLEMENTATIONS = ("ours", "stock", "baseline", "torch")  # stock: ours on MindSpore's own kernels
+IMPLEMENTATIONS = ("ours", "stock", "resident", "baseline", "torch")  # stock: ours on MindSpore's own kernels;
+# resident: ours on inputs made into Tensors before timing (ac_work)
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {
     "native": {},
@@ -75,20 +79,30 @@ def host():
     return f"{info['model']}, {info['cores']} cores, ISA {info['isa']}"
 
 
-def ac_work(fc, natt, fused, steps=16):
+def ac_work(fc, natt, fused, steps=16, resident=False):
     """The train stage's epoch loop at batch 64: a :class:`training.Trainer` on ``steps`` batches
     of random features, with the fused kernels if ``fused`` (as the train stage on CPU) or
-    MindSpore's own; each call of the returned work trains one epoch."""
+    MindSpore's own; each call of the returned work trains one epoch. With ``resident``, each
+    call runs the trainer's step on the first epoch's inputs (batches, labels, dropout masks),
+    made into Tensors once before: the step alone, the loss still read back every step."""
     import tempfile
     from types import SimpleNamespace
 
-    from attention_clusters import fused_ops, training
+    from attention_clusters import fused_ops, train_step, training
 
     x, y = inputs(f"ac_{fc}_{natt}", BATCH * steps)
     p = SimpleNamespace(fc=fc, natt=natt, lr=1e-3, weight_decay=0.0, batch_size=BATCH, epochs=1, seed=0)
     p.__dict__.update(loss_reduction="sum", optimizer="adam", lr_schedule="constant", warmup_epochs=0, patience=0)
     ops = fused_ops.load("CPU")[0] if fused else None
     trainer = training.Trainer(p, x, y, x[:BATCH], y[:BATCH], tempfile.mkdtemp(), log=lambda line: None, fused=ops)
+    if resident:
+        import mindspore as ms
+
+        masks = train_step.DropoutMasks(trainer.net.dropout, 0, 1, 0, BATCH, trainer.net.width)
+        order = np.sort(np.random.default_rng([0, 1]).permutation(len(y)).reshape(steps, BATCH), axis=1)
+        batches = [[ms.Tensor(a) for a in (x[idx], y[idx], masks())] for idx in order]
+        trainer.step.set_train(True)
+        return lambda: [float(trainer.step(*batch).asnumpy()) for batch in batches], len(x), steps
     epochs = itertools.count(1)
     return lambda: trainer.train_epoch(next(epochs)), len(x), steps
 
@@ -134,7 +148,7 @@ def inputs(figure, samples=BATCH):
 
 def work_of(figure, implementation):
     """``(work, items, steps)`` of one MindSpore figure under ``implementation`` ("ours",
-    "stock" or "baseline"): a callable doing one unit of its work, the samples or frames that
+    "stock", "resident" or "baseline"): a callable doing one unit of its work, the samples or frames that
     unit handles and the training steps (or passes) it runs."""
     from baselines import LoopAttentionCluster, PlainFrameExtractor
     from mindspore import nn
@@ -149,7 +163,7 @@ def work_of(figure, implementation):
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
         if ours:
-            return ac_work(fc, natt, fused=implementation != "stock")
+            return ac_work(fc, natt, fused=implementation != "stock", resident=implementation == "resident")
         ce = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
         return train_work(LoopAttentionCluster(roofline.FEATURES, natt, fc), ce, *inputs(figure))
     extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast()) if ours else PlainFrameExtractor()
@@ -199,13 +213,15 @@ def table(rates):
         if key not in rates:
             continue
         ours, base, torch = rates[key], rates[f"{key}_baseline"], rates.get(f"{key}_torch")
-        stock = rates.get(f"{key}_stock")
+        stock, alone = rates.get(f"{key}_stock"), rates.get(f"{key}_resident")
         rows.append(
             {
                 "figure": name,
                 "ours": f"{ours:,.0f}",
                 "MindSpore kernels": f"{stock:,.0f}" if stock else "-",
                 "ours/MindSpore kernels": f"{ours / stock:.2f}x" if stock else "-",
+                "step alone": f"{alone:,.0f}" if alone else "-",
+                "host share": f"{1 - ours / alone:.0%}" if alone else "-",
                 "baseline": f"{base:,.0f}",
                 "ours/baseline": f"{ours / base:.1f}x",
                 "PyTorch": f"{torch:,.0f}" if torch else "-",
@@ -235,9 +251,13 @@ def main():
         print(json.dumps(measure(*args.child, args.seconds)))
         return
     if args.cpus:  # inherited by the children; MindSpore and PyTorch size their threads to it
-        if not set(args.cpus) <= os.sched_getaffinity(0):
-            parser.error(f"--cpus {' '.join(map(str, args.cpus))}: expected ids of {sorted(os.sched_getaffinity(0))}")
-        os.sched_setaffinity(0, args.cpus)
+        from attention_clusters import affinity
+        from attention_clusters.errors import UserError
+
+        try:
+            affinity.pin(args.cpus)
+        except UserError as err:
+            parser.error(str(err))
     implementations = IMPLEMENTATIONS if importlib.util.find_spec("torch") else IMPLEMENTATIONS[:2]
     print(f"host: {host()}")
     print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
@@ -247,7 +267,7 @@ def main():
         rates = {}
         for figure in args.figures:
             for implementation in implementations:
-                if implementation == "stock" and not figure.startswith("ac_"):
+                if implementation in ("stock", "resident") and not figure.startswith("ac_"):
                     continue
                 key = figure if implementation == "ours" else f"{figure}_{implementation}"
                 rates[key] = run_child(isa, figure, implementation, args.seconds)

@@ -43,7 +43,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from attention_clusters import cli, device, inputs, sweep
+from attention_clusters import affinity, cli, device, inputs, sweep
 from attention_clusters.errors import UserError
 from attention_clusters.storage import read_json, write_json
 
@@ -244,24 +244,10 @@ def experiment(name, argv, version, after_failure=""):
     return metrics
 
 
-def pin(cpus):
-    """Run this process and the stages it starts on ``cpus`` alone (Linux CPU affinity, inherited
-    by child processes); MindSpore then sizes its thread pool to them (``device.init``).
-
-    Raises:
-        UserError: a CPU id this process may not use.
-    """
-    allowed = os.sched_getaffinity(0)
-    wrong = [c for c in cpus if c not in allowed]
-    if wrong:
-        raise UserError(f"--cpus {' '.join(map(str, wrong))}: not a CPU this process may use ({sorted(allowed)})")
-    os.sched_setaffinity(0, cpus)
-
-
 def run(args):
     folder = mnist_folder(args)
     if args.cpus:
-        pin(args.cpus)
+        affinity.pin(args.cpus)
     at_least_one("--patience", args.patience)
     at_least_one("--epochs", args.epochs)
     rows = sweep.select(sweep.published_rows(args.published), args.rows)

@@ -14,3 +14,12 @@ def test_seconds_must_be_finite_and_positive(value):
     )
     assert result.returncode == 2 and "expected a finite number > 0" in result.stderr.strip().splitlines()[-1]
     assert "host:" not in result.stdout  # stopped before the first measurement
+
+
+def test_cpus_must_be_ones_this_process_may_use():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench/speed.py"), "--cpus", "0", "4096"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "--cpus 4096: not a CPU this process may use" in result.stderr.strip().splitlines()[-1]
+    assert "host:" not in result.stdout
