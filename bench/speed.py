@@ -21,7 +21,10 @@ natt=128 run in the same process). Per ISA, against a baseline measured in the s
    (AVX2 unless the ISA setting sets one: phase convolutions where oneDNN runs AVX2, banded
    products where it runs AVX-512), against the plain ``nn.Conv2d`` / ``nn.MaxPool2d`` layers.
 3. The same networks in PyTorch (CPU), when installed (``pip install -r
-   bench/requirements-torch.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
+   bench/requirements.txt``), with ours / PyTorch ratios; otherwise skipped with one line.
+   Ours with MindSpore's graph kernel fusion (``enable_graph_kernel``: AKG compiles fused
+   kernels of the graph's element-wise work and Adam), column "graph kernel fusion", when AKG
+   can run (its ``decorator`` import, in the same requirements file); the stages do not use it.
 4. The feature stage's time at full MNIST size from these rates: 330,000 training frames
    (one epoch) and 3,072,000 frames extracted.
 5. A roofline line per figure of ours: training FLOPs per sample (3x the forward's multiply-adds
@@ -51,8 +54,10 @@ import itertools
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import roofline
@@ -62,13 +67,26 @@ BATCH = 64
 EXTRACT_VIDEOS = 64  # videos per extraction pass (params.yaml feature.extract_batch_videos)
 AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
-IMPLEMENTATIONS = ("ours", "stock", "resident", "baseline", "torch")  # stock: ours on MindSpore's own kernels;
-# resident: ours on inputs made into Tensors before timing (ac_work)
+IMPLEMENTATIONS = ("ours", "stock", "resident", "fusion", "baseline", "torch")  # stock: ours on MindSpore's own
+# kernels; resident: ours on inputs made into Tensors before timing (ac_work); fusion: ours with graph kernel fusion
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {
     "native": {},
     "avx2": {"ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"},
 }  # environment per setting
+
+
+def _torch_missing():
+    return None if importlib.util.find_spec("torch") else "PyTorch not installed"
+
+
+def _fusion_missing():
+    if not importlib.util.find_spec("decorator"):
+        return "graph kernel fusion: AKG needs the decorator package"
+    return None if shutil.which("g++") else "graph kernel fusion: AKG links its kernels with g++, not found"
+
+
+MISSING = {"torch": _torch_missing, "fusion": _fusion_missing}  # why an optional column cannot run, or None
 
 
 def host():
@@ -148,8 +166,9 @@ def inputs(figure, samples=BATCH):
 
 def work_of(figure, implementation):
     """``(work, items, steps)`` of one MindSpore figure under ``implementation`` ("ours",
-    "stock", "resident" or "baseline"): a callable doing one unit of its work, the samples or frames that
-    unit handles and the training steps (or passes) it runs."""
+    "stock", "resident", "fusion" or "baseline"): a callable doing one unit of its work, the samples or
+    frames that unit handles and the training steps (or passes) it runs."""
+    import mindspore as ms
     from baselines import LoopAttentionCluster, PlainFrameExtractor
     from mindspore import nn
 
@@ -160,6 +179,8 @@ def work_of(figure, implementation):
     if figure.startswith("extract") and ours:
         onednn.cap_for_convolutions()  # as the feature stage does (no-op where a cap is set)
     device.init("CPU", seed=0)
+    if implementation == "fusion":
+        ms.set_context(enable_graph_kernel=True)  # deprecated in 2.10; jit_level O1 does not fuse on CPU
     if figure.startswith("ac_"):
         fc, natt = (int(v) for v in figure.split("_")[1:])
         if ours:
@@ -190,19 +211,23 @@ def measure(figure, implementation, seconds):
 
 
 def run_child(isa, figure, implementation, seconds):
-    """Run :func:`measure` in a fresh process with the environment of ISA setting ``isa``."""
+    """Run :func:`measure` in a fresh process with the environment of ISA setting ``isa``, in a
+    temporary working folder that also holds AKG's compiled kernels (graph kernel fusion writes
+    them under ``MS_COMPILER_CACHE_PATH`` and a log into the working folder)."""
     env = {key: value for key, value in os.environ.items() if key not in (*ISAS["avx2"], "DNNL_MAX_CPU_ISA")}
     env.update(ISAS[isa])
-    cmd = [sys.executable, __file__, "--child", figure, implementation, "--seconds", str(seconds)]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", figure, implementation, "--seconds", str(seconds)]
+    with tempfile.TemporaryDirectory(prefix="ac-bench-") as folder:
+        env["MS_COMPILER_CACHE_PATH"] = folder
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=folder)
     if result.returncode != 0:
         sys.exit(f"bench child {figure}/{implementation} under ISA {isa} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def table(rates):
-    """pandas DataFrame: one row per figure: ours, on MindSpore's own kernels, baseline, PyTorch
-    and the ratios of ours to each."""
+    """pandas DataFrame: one row per figure: ours, on MindSpore's own kernels, the step alone,
+    with graph kernel fusion, baseline, PyTorch and the ratios of ours to each."""
     import pandas as pd
 
     names = {f"ac_{fc}_{natt}": f"Attention Cluster training fc={fc} natt={natt}, samples/s" for fc, natt in AC_CONFIGS}
@@ -213,7 +238,7 @@ def table(rates):
         if key not in rates:
             continue
         ours, base, torch = rates[key], rates[f"{key}_baseline"], rates.get(f"{key}_torch")
-        stock, alone = rates.get(f"{key}_stock"), rates.get(f"{key}_resident")
+        stock, alone, fusion = (rates.get(f"{key}_{name}") for name in ("stock", "resident", "fusion"))
         rows.append(
             {
                 "figure": name,
@@ -222,6 +247,8 @@ def table(rates):
                 "ours/MindSpore kernels": f"{ours / stock:.2f}x" if stock else "-",
                 "step alone": f"{alone:,.0f}" if alone else "-",
                 "host share": f"{1 - ours / alone:.0%}" if alone else "-",
+                "graph kernel fusion": f"{fusion:,.0f}" if fusion else "-",
+                "fusion/ours": f"{fusion / ours:.2f}x" if fusion else "-",
                 "baseline": f"{base:,.0f}",
                 "ours/baseline": f"{ours / base:.1f}x",
                 "PyTorch": f"{torch:,.0f}" if torch else "-",
@@ -258,11 +285,11 @@ def main():
             affinity.pin(args.cpus)
         except UserError as err:
             parser.error(str(err))
-    implementations = IMPLEMENTATIONS if importlib.util.find_spec("torch") else IMPLEMENTATIONS[:2]
     print(f"host: {host()}")
     print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
-    if "torch" not in implementations:
-        print("PyTorch not installed: its columns are skipped (pip install -r bench/requirements-torch.txt)")
+    implementations = [name for name in IMPLEMENTATIONS if name not in MISSING or MISSING[name]() is None]
+    for name in set(IMPLEMENTATIONS) - set(implementations):
+        print(f"{MISSING[name]()}: its columns are skipped (pip install -r bench/requirements.txt)")
     for isa in args.isa:
         rates = {}
         for figure in args.figures:

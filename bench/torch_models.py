@@ -1,7 +1,7 @@
 """PyTorch versions of the SPEC 5 extractor and the SPEC 6 Attention Cluster, for bench/speed.py.
 
 What a user would otherwise pick: the same networks in PyTorch (CPU), batched like ours.
-Only imported when torch is installed (``pip install -r bench/requirements-torch.txt``).
+Only imported when torch is installed (``pip install -r bench/requirements.txt``).
 """
 
 import itertools

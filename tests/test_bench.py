@@ -17,9 +17,8 @@ def test_seconds_must_be_finite_and_positive(value):
 
 
 def test_cpus_must_be_ones_this_process_may_use():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "bench/speed.py"), "--cpus", "0", "4096"], capture_output=True, text=True, timeout=120
-    )
+    cmd = [sys.executable, str(ROOT / "bench/speed.py"), "--cpus", "0", "4096"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--cpus 4096: not a CPU this process may use" in result.stderr.strip().splitlines()[-1]
     assert "host:" not in result.stdout
