@@ -160,6 +160,9 @@ def bad_inputs(tmp_path):
     cases.append(("text.gif", "not an image Pillow can read"))
     (tmp_path / "text.npy").write_text("not an array\n")
     cases.append(("text.npy", "not a valid .npy array file"))
+    np.savez(tmp_path / "archive.npz", video=video)
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
+    cases.append(("archive.npy", "a .npz archive, expected a .npy array file"))
     save_gif([Image.fromarray(frame) for frame in video[:24]], tmp_path / "short.gif")
     cases.append(("short.gif", "has 24 frames, expected 25"))
     Image.fromarray(video[0]).save(tmp_path / "still.png")
@@ -201,11 +204,49 @@ def test_missing_model_is_one_line(model, tmp_path):
         predict.load_networks(tmp_path / "extractor.ckpt", model["model"])
 
 
-def test_batch_videos_must_be_positive(capsys):
+@pytest.mark.parametrize("value", ["0", "-3", "100001", "5000000", "8.5"])
+def test_batch_videos_must_be_in_the_params_range(capsys, value):
     with pytest.raises(SystemExit):
-        predict.parse_args(["video.gif", "--batch-videos", "0"])
-    assert "--batch-videos: expected an integer >= 1, got '0'" in capsys.readouterr().err
+        predict.parse_args(["video.gif", "--batch-videos", value])
+    assert f"--batch-videos: expected an integer from 1 to 100,000, got '{value}'" in capsys.readouterr().err
+
+
+def test_batch_videos_in_range_are_taken():
     assert predict.parse_args(["video.gif", "--batch-videos", "8"]).batch_videos == 8
+    assert predict.parse_args(["video.gif", "--batch-videos", "100000"]).batch_videos == 100_000
+
+
+def test_png_path_is_checked_before_any_work(tmp_path, capsys):
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "file").write_text("x")
+    cases = {
+        str(tmp_path / "out.jpg"): "expected a path ending in .png (the picture is a PNG)",
+        str(tmp_path / "folder.png"): "is a folder, expected a .png file path",
+        str(tmp_path / "file" / "sub" / "out.png"): f"{tmp_path / 'file'} is a file, not a folder",
+    }
+    for png, message in cases.items():
+        with pytest.raises(SystemExit):
+            predict.parse_args(["video.gif", "--png", png])
+        assert f"--png: {png}: {message}" in capsys.readouterr().err
+    new = tmp_path / "new" / "deeper" / "out.PNG"  # missing folders are created when it is written
+    assert predict.parse_args(["video.gif", "--png", str(new)]).png == new
+
+
+def test_unwritable_png_is_one_line(model, inputs):
+    _, paths = inputs
+    with pytest.raises(UserError, match=r"^/proc/attention\.png: cannot write the picture \(") as err:
+        run_predict(model, paths["npy"], "--png", "/proc/attention.png")
+    assert "\n" not in str(err.value)
+
+
+def test_wrong_checkpoint_as_extractor_names_the_extractor(model, inputs):
+    _, paths = inputs
+    args = [str(paths["npy"]), "--extractor", str(model["model"]), "--model", str(model["model"])]
+    with pytest.raises(UserError) as err:
+        predict.run(predict.parse_args(args))
+    text = str(err.value)
+    assert "checkpoint lacks" in text and "the frame extractor" in text
+    assert text.endswith("expected the feature stage's checkpoint (models/extractor.ckpt)"), text
 
 
 def test_command_line_error_has_no_traceback(model, inputs, tmp_path):
@@ -242,3 +283,14 @@ def test_importing_predict_sets_no_onednn_cap():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_out_of_memory_names_the_batch(model, inputs, monkeypatch):
+    _, paths = inputs
+
+    def too_big(*args):
+        raise MemoryError("Unable to allocate 91.3 GiB")
+
+    monkeypatch.setattr(predict, "classify", too_big)
+    with pytest.raises(UserError, match=r"^--batch-videos 5000: out of memory padding one video to that batch; use"):
+        run_predict(model, paths["npy"], "--batch-videos", "5000")

@@ -24,11 +24,15 @@ from . import batching, checkpoints, cli, device, onednn, plots, trained_model
 from .errors import UserError
 from .models.attention_cluster import AttentionWeights
 from .models.extractor import FEATURE_DIM, FRAME_SIDE, FrameExtractor, NoisyMnistClassifier
+from .params import Feature
 from .paths import EXTRACTOR, MODEL
 from .synth import FRAMES
 
 TOP = 5  # digit sets listed
 BATCH_VIDEOS = 64  # params.yaml feature.extract_batch_videos: the feature stage's batch
+# the largest feature.extract_batch_videos params.yaml accepts (its field's upper bound)
+_EXTRACT_BATCH = Feature.model_fields["extract_batch_videos"].metadata
+MAX_BATCH_VIDEOS = next(rule.le for rule in _EXTRACT_BATCH if hasattr(rule, "le"))
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose models/ are the defaults
 
 
@@ -68,6 +72,9 @@ def _load_npy(path):
         video = np.load(path, allow_pickle=False)
     except (ValueError, EOFError, OSError):
         raise UserError(f"{path}: not a valid .npy array file") from None
+    if not isinstance(video, np.ndarray):  # np.load opens a .npz archive whatever its name
+        video.close()
+        raise UserError(f"{path}: a .npz archive, expected a .npy array file")
     if video.shape != (FRAMES, FRAME_SIDE, FRAME_SIDE) or video.dtype != np.uint8:
         raise UserError(
             f"{path}: expected a uint8 array of shape ({FRAMES}, {FRAME_SIDE}, {FRAME_SIDE}), "
@@ -211,7 +218,9 @@ def load_extractor(path):
     """
     extractor = FrameExtractor(phase_convolutions=device.phase_convolutions_fast())
     NoisyMnistClassifier(extractor)  # gives the parameters the names the stage saved
-    checkpoints.load_weights(extractor, path)
+    checkpoints.load_weights(
+        extractor, path, "the frame extractor", f"expected the feature stage's checkpoint ({EXTRACTOR})"
+    )
     extractor.set_train(False)
     return extractor
 
@@ -272,35 +281,61 @@ def report(source, notes, result):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m attention_clusters.predict", description=__doc__.split("\n")[0])
     parser.add_argument("video", help=f"animated GIF, folder of {FRAMES} images, or .npy uint8 ({FRAMES}, 28, 28)")
-    parser.add_argument("--png", help="also draw the frames with each attention unit's weights under them")
+    parser.add_argument(
+        "--png", type=_png_path, help="also draw the frames with each attention unit's weights under them (a .png path)"
+    )
     parser.add_argument("--extractor", default=str(REPO / EXTRACTOR), help="frame extractor checkpoint")
     parser.add_argument(
         "--batch-videos",
-        type=_positive,
+        type=_batch_videos,
         default=BATCH_VIDEOS,
-        help="the feature stage's feature.extract_batch_videos (the same batch gives the same bits)",
+        help=f"the feature stage's feature.extract_batch_videos, 1 to {MAX_BATCH_VIDEOS:,} (the same batch gives "
+        "the same bits)",
     )
     parser.add_argument("--model", default=str(REPO / MODEL), help="Attention Cluster checkpoint (JSON beside it)")
     return parser.parse_args(argv)
 
 
-def _positive(text):
-    """argparse type: an integer >= 1."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+def _batch_videos(text):
+    """argparse type: an integer from 1 to :data:`MAX_BATCH_VIDEOS` (params.yaml's range)."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_BATCH_VIDEOS:
+        raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_BATCH_VIDEOS:,}, got {text!r}")
     return int(text)
+
+
+def _png_path(text):
+    """argparse type: a path a PNG can be written to: ending in .png, not a folder, under no file
+    (missing folders above it are created when the picture is written)."""
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise argparse.ArgumentTypeError(f"{text}: expected a path ending in .png (the picture is a PNG)")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a .png file path")
+    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if not above.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {above} is a file, not a folder")
+    return path
 
 
 def run(args):
     """Classify ``args.video``; print the report; draw ``args.png`` if asked. Returns a summary."""
     video, notes = load_video(args.video)
     extractor, net, _ = load_networks(args.extractor, args.model)
-    result = classify(extractor, net, video, args.batch_videos)
+    try:
+        result = classify(extractor, net, video, args.batch_videos)
+    except MemoryError:
+        raise UserError(
+            f"--batch-videos {args.batch_videos}: out of memory padding one video to that batch; use the feature "
+            f"stage's feature.extract_batch_videos (default {BATCH_VIDEOS})"
+        ) from None
     print("\n".join(report(args.video, notes, result)))
     best, probability = top_sets(result["probabilities"], 1)[0]
     if args.png:
         title = f"{Path(args.video).name}: " + plots.prediction_title(best, probability=probability)
-        plots.attention_figure(video[None], result["weights"][None], [title], args.png)
+        try:
+            plots.attention_figure(video[None], result["weights"][None], [title], args.png)
+        except OSError as err:  # e.g. a read-only or virtual folder; a full disk is storage's own line
+            raise UserError(f"{args.png}: cannot write the picture ({err.strerror or err})") from None
         return f"attention picture written to {args.png}"
     return f"digits {plots.digits_text(best)}"
 
