@@ -5,8 +5,8 @@
     python scripts/sweep.py table
     python scripts/sweep.py best --mnist-folder PATH [--commit]
 
-(``--published CSV``, before the command, reads another published table than
-``reference/published_results.csv``.)
+(``--published CSV``, before ``run`` or ``gather``, reads another published table than
+``reference/published_results.csv``; the other commands refuse it.)
 
 ``run`` trains each row (all 16 without --rows, most informative first: ``sweep.ORDER``) with
 ``dvc exp run`` in this workspace, one after the other, each from the committed params.yaml plus
@@ -344,7 +344,7 @@ def table(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--published", default=sweep.PUBLISHED, help="published table CSV")
+    parser.add_argument("--published", help=f"published table CSV for run and gather (default {sweep.PUBLISHED})")
     commands = parser.add_subparsers(dest="command", required=True)
     r = commands.add_parser("run", help="train the rows (resumable) and update the results table")
     r.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
@@ -361,6 +361,9 @@ def main(argv=None):
     b.add_argument("--mnist-folder", required=True, help="folder with the four MNIST files (full MNIST)")
     b.add_argument("--commit", action="store_true", help="git commit metrics/best_recipe.json")
     args = parser.parse_args(argv)
+    if args.published is not None and args.command not in ("run", "gather"):
+        parser.error(f"--published is read by run and gather only, not by {args.command}")
+    args.published = args.published or sweep.PUBLISHED
     command = {"run": run, "gather": gather, "table": table, "best": best}[args.command]
     cli.main(f"sweep {args.command}", lambda: command(args), check_inputs=False)
 

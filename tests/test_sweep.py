@@ -138,7 +138,8 @@ def scratch(tmp_path):
 
 def sweep_cli(scratch, *args, **env):
     folder, base = scratch
-    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", *args]
+    published = ["--published", "pub.csv"] if args[0] in ("run", "gather") else []  # only they read it
+    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), *published, *args]
     return subprocess.run(cmd, cwd=folder, env=dict(base, **env), capture_output=True, text=True)
 
 
@@ -199,11 +200,18 @@ def test_bad_arguments_are_one_line(scratch):
     (folder / "garbage.csv").write_text('fc,"natt\n')
     for published, text in [("garbage.csv", "garbage.csv: not a valid CSV file"), ("bin", "bin: not a valid CSV")]:
         result = subprocess.run(
-            [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", published, "table"][:-1]
-            + ["run", "--mnist-folder", str(folder / "mnist")],
+            [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", published, "run"]
+            + ["--mnist-folder", str(folder / "mnist")],
             cwd=folder, env=scratch[1], capture_output=True, text=True,
         )  # fmt: skip
         assert one_line(result, text), result.stderr
+    for command, *more in (["table"], ["best", "--mnist-folder", "mnist"]):  # neither reads a published table
+        ignored = subprocess.run(
+            [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", command, *more],
+            cwd=folder, env=scratch[1], capture_output=True, text=True,
+        )  # fmt: skip
+        assert ignored.returncode == 2
+        assert f"--published is read by run and gather only, not by {command}" in ignored.stderr.splitlines()[-1]
     assert not (folder / "log").exists() and not (folder / "removed").exists()
     shutil.rmtree(folder / ".git")
     outside = sweep_cli(scratch, "best", "--mnist-folder", str(folder / "mnist"))
