@@ -17,10 +17,10 @@ table. After each row it updates ``metrics/results.csv`` and ``.md``, the curves
 those four files at once. It can be stopped at any moment: running it again continues the
 unfinished row from its last completed epoch (the train stage resumes its state when its inputs
 are the same), so at most the epoch in progress is lost. Each row starts from the committed
-params.yaml (``git checkout HEAD -- params.yaml``: uncommitted edits to it are discarded) and the
+params.yaml (written from ``git show HEAD:params.yaml``: uncommitted edits to it are discarded) and the
 workspace is left with the last row's params and outputs: run it in a clone of its own
 (``git clone``; not a ``git worktree``, whose DVC experiment refs are shared), or restore with
-``git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
+``touch params.yaml dvc.lock && git checkout HEAD -- params.yaml dvc.lock && dvc checkout``
 (DVC's autostage stages dvc.lock, so a plain ``git checkout dvc.lock`` would restore the staged one).
 ``--cpus`` pins the run to some of the CPUs, so that two sweeps in two clones, with disjoint
 ``--rows``, can share a machine (docs/results.md, "Sweep"); ``gather`` then takes the rows the
@@ -45,7 +45,7 @@ import yaml
 
 from attention_clusters import affinity, cli, device, inputs, sweep
 from attention_clusters.errors import UserError
-from attention_clusters.storage import read_json, write_json
+from attention_clusters.storage import atomic_path, read_json, write_json
 
 RESULTS = Path("metrics/results.csv")
 CURVES = Path("metrics/results_curves.csv")
@@ -202,11 +202,13 @@ def tool(argv, **kwargs):
 
 
 def git(*args):
-    """Run ``git args``; UserError with git's last line of complaint when it fails."""
+    """Run ``git args``; returns its standard output; UserError with git's last line of complaint
+    when it fails."""
     result = tool(["git", *args], capture_output=True, text=True)
     if result.returncode != 0:
         said = (result.stderr.strip().splitlines() or ["failed"])[-1]
         raise UserError(f"git {args[0]}: {said} (run scripts/sweep.py in the project's git checkout)")
+    return result.stdout
 
 
 def commit(message, *files):
@@ -228,7 +230,11 @@ def experiment(name, argv, version, after_failure=""):
         with other params than ``argv`` sets (:func:`sweep.unapplied`), or its metrics/eval.json
         is from other code.
     """
-    git("checkout", "HEAD", "--", "params.yaml")  # the committed params, then the experiment's
+    # the committed params, then the experiment's: written from HEAD, since a failed dvc exp run can
+    # leave git's index with HEAD's hash and the edited file's size and time (git checkout keeps it)
+    committed = git("show", "HEAD:params.yaml")
+    with atomic_path("params.yaml") as tmp:
+        tmp.write_text(committed)
     tool(["dvc", "exp", "remove", name], capture_output=True)  # a recorded, untabulated try
     if tool(argv).returncode != 0:
         raise UserError(f"{name}: dvc exp run failed (see above){after_failure}")
