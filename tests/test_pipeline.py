@@ -352,7 +352,7 @@ def test_exp_run_with_a_value_validation_refuses_records_no_experiment(repo):
     before = run([str(BIN / "dvc"), "exp", "show", "--csv"], repo).stdout
     params = (repo / "params.yaml").read_text()
     try:
-        for override in ("fc=true", "natt=1.0", "+nat=32"):
+        for override in ("fc=true", "natt=1.0", "+nat=32", "mnist.folder=no/such/folder"):
             result = run([str(BIN / "dvc"), "exp", "run", "-S", override], repo, check=False)
             assert "check: error: params.yaml: " in result.stderr and "Ran experiment" not in result.stdout, override
             (repo / "params.yaml").write_text(params)
