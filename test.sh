@@ -5,4 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")"
 bash scripts/setup.sh
 source .venv/bin/activate
-python -m pytest -q -n auto --dist loadfile "$@"
+python -m pytest -q -rs -n auto --dist loadfile "$@"  # -rs: why a test was skipped
