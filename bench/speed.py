@@ -103,7 +103,6 @@ def ac_work(fc, natt, fused, steps=16, resident=False):
     MindSpore's own; each call of the returned work trains one epoch. With ``resident``, each
     call runs the trainer's step on the first epoch's inputs (batches, labels, dropout masks),
     made into Tensors once before: the step alone, the loss still read back every step."""
-    import tempfile
     from types import SimpleNamespace
 
     from attention_clusters import fused_ops, train_step, training
