@@ -204,7 +204,7 @@ def test_missing_model_is_one_line(model, tmp_path):
         predict.load_networks(tmp_path / "extractor.ckpt", model["model"])
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "100001", "5000000", "8.5"])
+@pytest.mark.parametrize("value", ["0", "-3", "100001", "5000000", "8.5", "²", " 5", "1e3"])
 def test_batch_videos_must_be_in_the_params_range(capsys, value):
     with pytest.raises(SystemExit):
         predict.parse_args(["video.gif", "--batch-videos", value])

@@ -298,7 +298,7 @@ def parse_args(argv=None):
 
 def _batch_videos(text):
     """argparse type: an integer from 1 to :data:`MAX_BATCH_VIDEOS` (params.yaml's range)."""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_BATCH_VIDEOS:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_BATCH_VIDEOS:  # "²".isdigit()
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_BATCH_VIDEOS:,}, got {text!r}")
     return int(text)
 
