@@ -69,6 +69,7 @@ AC_CONFIGS = ((1, 1), (1, 8), (2, 128))
 FIGURES = tuple(f"ac_{fc}_{natt}" for fc, natt in AC_CONFIGS) + ("extractor_train", "extract")  # training figures first
 IMPLEMENTATIONS = ("ours", "stock", "resident", "fusion", "baseline", "torch")  # stock: ours on MindSpore's own
 # kernels; resident: ours on inputs made into Tensors before timing (ac_work); fusion: ours with graph kernel fusion
+MAX_SECONDS = 600.0  # a timed block; a full run times about 100 blocks per ISA
 FULL_TRAIN_FRAMES, FULL_EXTRACT_FRAMES = 330_000, 3_072_000  # SPEC 3 and SPEC 4 at full MNIST
 ISAS = {
     "native": {},
@@ -269,8 +270,8 @@ def main():
     )
     parser.add_argument("--child", nargs=2, metavar=("FIGURE", "IMPLEMENTATION"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if not (math.isfinite(args.seconds) and args.seconds > 0):
-        parser.error(f"--seconds {args.seconds}: expected a finite number > 0")
+    if not (math.isfinite(args.seconds) and 0 < args.seconds <= MAX_SECONDS):
+        parser.error(f"--seconds {args.seconds}: expected a number > 0 and <= {MAX_SECONDS:g}")
     args.isa, args.figures = list(dict.fromkeys(args.isa)), list(dict.fromkeys(args.figures))  # each once
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if args.child:

@@ -326,6 +326,9 @@ def gather(args):
         theirs, their_curves = load_tables(required=True, root=checkout)
         for record in theirs[theirs.code_version == version].to_dict("records"):
             row_name = sweep.name(record["fc"], record["natt"])
+            if (record["fc"], record["natt"]) not in budgets:
+                print(f"sweep: {row_name} of {checkout} is not a row of {args.published}: not taken", flush=True)
+                continue
             wanted = (budgets[record["fc"], record["natt"]], args.patience)
             if (record["budget"], record["patience"]) != wanted:
                 print(f"sweep: {row_name} of {checkout} ran with budget {record['budget']} and patience "
@@ -369,6 +372,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.published is not None and args.command not in ("run", "gather"):
         parser.error(f"--published is read by run and gather only, not by {args.command}")
+    if args.published == "":
+        parser.error("--published '': expected the path of a published table CSV")
     args.published = args.published or sweep.PUBLISHED
     command = {"run": run, "gather": gather, "table": table, "best": best}[args.command]
     cli.main(f"sweep {args.command}", lambda: command(args), check_inputs=False)

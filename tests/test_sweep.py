@@ -199,13 +199,20 @@ def test_bad_arguments_are_one_line(scratch):
     no_files = sweep_cli(scratch, "run", "--mnist-folder", str(folder / "bin"))  # before any git checkout or dvc
     assert one_line(no_files, "bin: missing train-images-idx3-ubyte (or train-images-idx3-ubyte.gz)")
     (folder / "garbage.csv").write_text('fc,"natt\n')
-    for published, text in [("garbage.csv", "garbage.csv: not a valid CSV file"), ("bin", "bin: not a valid CSV")]:
+    (folder / "header.csv").write_text(",".join(PUBLISHED.columns) + "\n")
+    cases = [("garbage.csv", "garbage.csv: not a valid CSV file"), ("bin", "bin: not a valid CSV")]
+    for published, text in cases + [("header.csv", "header.csv: no rows (expected published rows under the header)")]:
         result = subprocess.run(
             [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", published, "run"]
             + ["--mnist-folder", str(folder / "mnist")],
             cwd=folder, env=scratch[1], capture_output=True, text=True,
         )  # fmt: skip
         assert one_line(result, text), result.stderr
+    empty = subprocess.run(
+        [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "", "gather", "."],
+        cwd=folder, env=scratch[1], capture_output=True, text=True,
+    )  # fmt: skip
+    assert empty.returncode == 2 and "--published '': expected the path of a published table CSV" in empty.stderr
     for command, *more in (["table"], ["best", "--mnist-folder", "mnist"]):  # neither reads a published table
         ignored = subprocess.run(
             [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "pub.csv", command, *more],
@@ -396,6 +403,10 @@ def test_two_sweeps_in_two_clones_are_gathered_into_one_table(scratch):
     assert "2 of 16 published rows" in (folder / "README.md").read_text()
     other_patience = sweep_cli(scratch, "gather", str(clones[0]), "--patience", "5")
     assert "fc2-natt8 of" in other_patience.stdout and "0 row(s) of code" in other_patience.stdout
+    PUBLISHED[PUBLISHED.fc == 2].to_csv(folder / "one.csv", index=False)  # a published table without 1/8
+    cmd = [sys.executable, str(ROOT / "scripts/sweep.py"), "--published", "one.csv", "gather", *map(str, clones[:2])]
+    partial = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True)
+    assert partial.returncode == 0 and f"fc1-natt8 of {clones[1]} is not a row of one.csv: not taken" in partial.stdout
     (folder / "eval.py").write_text("# other code\n")  # the clones' rows are of other code now
     again = sweep_cli(scratch, "gather", *map(str, clones))
     assert again.returncode == 0 and "0 row(s) of code" in again.stdout

@@ -13,6 +13,8 @@ the same kernels.
 """
 
 import argparse
+import errno
+import os
 import re
 import struct
 from pathlib import Path
@@ -34,6 +36,9 @@ BATCH_VIDEOS = 64  # params.yaml feature.extract_batch_videos: the feature stage
 _EXTRACT_BATCH = Feature.model_fields["extract_batch_videos"].metadata
 MAX_BATCH_VIDEOS = next(rule.le for rule in _EXTRACT_BATCH if hasattr(rule, "le"))
 REPO = Path(__file__).resolve().parents[2]  # the checkout whose models/ are the defaults
+NAME_MAX = 255  # bytes in a file name on Linux file systems
+TMP_NAME_EXTRA = 24  # storage.atomic_path writes ".<stem>.tmp-<pid><suffix>" first: 6 bytes and a pid more
+OUT_OF_MEMORY = re.compile(r"Memory not enough|bad_alloc")  # how MindSpore's CPU allocator says it
 
 
 # ---------------------------------------------------------------- reading a video
@@ -298,32 +303,62 @@ def parse_args(argv=None):
 
 def _batch_videos(text):
     """argparse type: an integer from 1 to :data:`MAX_BATCH_VIDEOS` (params.yaml's range)."""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_BATCH_VIDEOS:  # "²".isdigit()
+    digits = text.isascii() and text.isdigit() and len(text) <= len(str(MAX_BATCH_VIDEOS))  # "²".isdigit() too
+    if not digits or not 1 <= int(text) <= MAX_BATCH_VIDEOS:
         raise argparse.ArgumentTypeError(f"expected an integer from 1 to {MAX_BATCH_VIDEOS:,}, got {text!r}")
     return int(text)
 
 
 def _png_path(text):
-    """argparse type: a path a PNG can be written to: ending in .png, not a folder, under no file
-    (missing folders above it are created when the picture is written)."""
+    """argparse type: a path a PNG can be written to: ending in .png, not a folder, a name short
+    enough for the temporary file written beside it first, under no file or broken link (missing
+    folders above it are created when the picture is written)."""
     path = Path(text)
-    if path.suffix.lower() != ".png":
+    if text.startswith("~"):
+        raise argparse.ArgumentTypeError(f"{text}: ~ is not expanded here; give the path itself")
+    if path.suffix.lower() != ".png" or text.endswith(("/", os.sep)):
         raise argparse.ArgumentTypeError(f"{text}: expected a path ending in .png (the picture is a PNG)")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a .png file path")
-    above = next(parent for parent in path.absolute().parents if parent.exists())
+    if len(os.fsencode(path.name)) > NAME_MAX - TMP_NAME_EXTRA:
+        raise argparse.ArgumentTypeError(
+            f"{text}: the file name is too long (at most {NAME_MAX - TMP_NAME_EXTRA} bytes)"
+        )
+    try:
+        if path.is_dir():
+            raise argparse.ArgumentTypeError(f"{text}: is a folder, expected a .png file path")
+        above = next(parent for parent in path.absolute().parents if os.path.lexists(parent))
+    except OSError as err:  # e.g. a folder name above it longer than the file system allows
+        raise argparse.ArgumentTypeError(f"{text}: not a usable path ({err.strerror})") from None
+    if above.is_symlink() and not above.exists():
+        raise argparse.ArgumentTypeError(f"{text}: {above} is a broken link")
     if not above.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {above} is a file, not a folder")
     return path
 
 
+def _check_png_apart(png, video):
+    """The picture must not replace the video or land among a folder video's frames.
+
+    Raises:
+        UserError: ``png`` is ``video`` or inside the folder ``video``.
+    """
+    png, video = Path(png).resolve(), Path(video).resolve()
+    if png == video:
+        raise UserError(f"--png {png}: is the video itself; write the picture elsewhere")
+    if video in png.parents:
+        raise UserError(f"--png {png}: is inside the video's folder {video}, whose files are its frames")
+
+
 def run(args):
     """Classify ``args.video``; print the report; draw ``args.png`` if asked. Returns a summary."""
+    if args.png:
+        _check_png_apart(args.png, args.video)
     video, notes = load_video(args.video)
     extractor, net, _ = load_networks(args.extractor, args.model)
     try:
         result = classify(extractor, net, video, args.batch_videos)
-    except MemoryError:
+    except (MemoryError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not OUT_OF_MEMORY.search(str(err)):
+            raise
         raise UserError(
             f"--batch-videos {args.batch_videos}: out of memory padding one video to that batch; use the feature "
             f"stage's feature.extract_batch_videos (default {BATCH_VIDEOS})"
@@ -335,7 +370,8 @@ def run(args):
         try:
             plots.attention_figure(video[None], result["weights"][None], [title], args.png)
         except OSError as err:  # e.g. a read-only or virtual folder; a full disk is storage's own line
-            raise UserError(f"{args.png}: cannot write the picture ({err.strerror or err})") from None
+            cause = f"{err.strerror}, {errno.errorcode.get(err.errno, err.errno)}" if err.errno else str(err)
+            raise UserError(f"{args.png}: cannot write it ({cause}); no file was created") from None
         return f"attention picture written to {args.png}"
     return f"digits {plots.digits_text(best)}"
 

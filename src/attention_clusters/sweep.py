@@ -82,10 +82,12 @@ def published_rows(path=PUBLISHED):
     each cell of the kind :data:`PUBLISHED_KINDS` gives it (fc and natt int, lr float, ...).
 
     Raises:
-        UserError: naming ``path``: see :func:`read_table`; a row twice or not among the 16 of
-            :data:`ORDER`.
+        UserError: naming ``path``: see :func:`read_table`; no rows; a row twice or not among the 16
+            of :data:`ORDER`.
     """
     table = read_table(path, PUBLISHED_KINDS)
+    if table.empty:
+        raise UserError(f"{path}: no rows (expected published rows under the header)")
     ordered(table, where=path)  # each of the 16 rows at most once
     return table
 
