@@ -102,11 +102,11 @@ def ac_work(fc, natt, fused, steps=16, resident=False):
     """The train stage's epoch loop at batch 64: a :class:`training.Trainer` on ``steps`` batches
     of random features, with the fused kernels if ``fused`` (as the train stage on CPU) or
     MindSpore's own; each call of the returned work trains one epoch. With ``resident``, each
-    call runs the trainer's step on the first epoch's inputs (batches, labels, dropout masks),
-    made into Tensors once before: the step alone, the loss still read back every step."""
+    call runs the trainer's step again on the Tensors the loop made for its first epoch (batches,
+    labels, dropout masks): the step alone, the loss still read back every step."""
     from types import SimpleNamespace
 
-    from attention_clusters import fused_ops, train_step, training
+    from attention_clusters import fused_ops, training
 
     x, y = inputs(f"ac_{fc}_{natt}", BATCH * steps)
     p = SimpleNamespace(fc=fc, natt=natt, lr=1e-3, weight_decay=0.0, batch_size=BATCH, epochs=1, seed=0)
@@ -114,15 +114,27 @@ def ac_work(fc, natt, fused, steps=16, resident=False):
     ops = fused_ops.load("CPU")[0] if fused else None
     trainer = training.Trainer(p, x, y, x[:BATCH], y[:BATCH], tempfile.mkdtemp(), log=lambda line: None, fused=ops)
     if resident:
-        import mindspore as ms
-
-        masks = train_step.DropoutMasks(trainer.net.dropout, 0, 1, 0, BATCH, trainer.net.width)
-        order = np.sort(np.random.default_rng([0, 1]).permutation(len(y)).reshape(steps, BATCH), axis=1)
-        batches = [[ms.Tensor(a) for a in (x[idx], y[idx], masks())] for idx in order]
-        trainer.step.set_train(True)
-        return lambda: [float(trainer.step(*batch).asnumpy()) for batch in batches], len(x), steps
+        step = trainer.step
+        trainer.step = recorder = _Recorder(step)
+        trainer.train_epoch(1)
+        trainer.step = step
+        return lambda: [float(step(*batch).asnumpy()) for batch in recorder.inputs], len(x), steps
     epochs = itertools.count(1)
     return lambda: trainer.train_epoch(next(epochs)), len(x), steps
+
+
+class _Recorder:
+    """Stands in for a training step cell: runs it and keeps the inputs of every call."""
+
+    def __init__(self, step):
+        self.step, self.inputs = step, []
+
+    def set_train(self, mode=True):
+        self.step.set_train(mode)
+
+    def __call__(self, *inputs):
+        self.inputs.append(inputs)
+        return self.step(*inputs)
 
 
 def train_work(net, loss, x, y, lr=1e-3):
@@ -287,9 +299,10 @@ def main():
             parser.error(str(err))
     print(f"host: {host()}")
     print("baselines: per-unit Python loop (Attention Cluster), plain nn.Conv2d/nn.MaxPool2d layers (extractor)")
-    implementations = [name for name in IMPLEMENTATIONS if name not in MISSING or MISSING[name]() is None]
-    for name in set(IMPLEMENTATIONS) - set(implementations):
-        print(f"{MISSING[name]()}: its columns are skipped (pip install -r bench/requirements.txt)")
+    missing = {name: why() for name, why in MISSING.items()}
+    implementations = [name for name in IMPLEMENTATIONS if not missing.get(name)]
+    for why in filter(None, missing.values()):
+        print(f"{why}: its columns are skipped (pip install -r bench/requirements.txt)")
     for isa in args.isa:
         rates = {}
         for figure in args.figures:
